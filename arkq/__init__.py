@@ -1,0 +1,1 @@
+"""arkq: LLM generation behind Redis, with every token streamed over pub/sub."""

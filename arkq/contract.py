@@ -1,0 +1,261 @@
+"""The job and event contract: the one module that producers and workers both import.
+
+A job is a `GenerationRequest`, carried by arq as JSON (never pickle: whoever can write to Redis must not
+be able to run code on a worker). While it runs, the worker appends every event to the job's replay log
+(a Redis list, so an event's index in it is its `seq`) and publishes the same JSON on the job's pub/sub
+channel. When it ends, the `JobResult` is stored before the terminal event goes out, so whoever sees
+`done` can read the result at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    computed_field,
+    field_validator,
+)
+
+from model_module.messages import AnyMessage
+
+#: The arq function name every arkq job runs.
+JOB_FUNCTION = "generate"
+EVENT_LOG_PREFIX = "ark:events:"
+RESULT_PREFIX = "ark:result:"
+
+
+def channel_name(channel_prefix: str, job_id: str) -> str:
+    return f"{channel_prefix}{job_id}"
+
+
+def event_log_key(job_id: str) -> str:
+    return f"{EVENT_LOG_PREFIX}{job_id}"
+
+
+def result_key(job_id: str) -> str:
+    return f"{RESULT_PREFIX}{job_id}"
+
+
+JSON_SCHEMA_SHAPE = '{"type": "json_schema", "json_schema": {"name": "...", "schema": {...}}}'
+
+
+class GenerationRequest(BaseModel):
+    """What a producer asks for. Unset sampling fields fall back to the worker's `llm.*` settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[AnyMessage] = Field(min_length=1)
+    json_schema: dict[str, Any] | None = None
+    max_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    model: str | None = Field(None, min_length=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("json_schema")
+    @classmethod
+    def _documented_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if value.get("type") != "json_schema":
+            hint = " (a bare JSON Schema? wrap it)" if "properties" in value or value.get("type") else ""
+            raise ValueError(f"must have the shape {JSON_SCHEMA_SHAPE}{hint}")
+        inner = value.get("json_schema")
+        if not isinstance(inner, Mapping):
+            raise ValueError(f"'json_schema' inside it must be an object: {JSON_SCHEMA_SHAPE}")
+        if not isinstance(inner.get("name"), str) or not inner["name"]:
+            raise ValueError("json_schema.name must be a non-empty string")
+        if not isinstance(inner.get("schema"), Mapping):
+            raise ValueError("json_schema.schema must be a JSON Schema object (a dict)")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"must be plain JSON data: {error}") from None
+        return value
+
+
+# --- Events -------------------------------------------------------------------------------------------
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str
+    seq: int = Field(ge=0)
+
+
+class StartedEvent(_Event):
+    """An attempt began: `attempt` counts from 1, `worker` names the process running it."""
+
+    type: Literal["started"] = "started"
+    attempt: int
+    worker: str
+
+
+class TokenEvent(_Event):
+    type: Literal["token"] = "token"
+    text: str
+
+
+class ReasoningEvent(_Event):
+    """A piece of the model's reasoning (SGLang's `reasoning_content`), kept apart from the answer."""
+
+    type: Literal["reasoning"] = "reasoning"
+    text: str
+
+
+class ToolCallEvent(_Event):
+    """A fragment of a tool call: the first of an `index` has `id` and `name`, later ones more `arguments`."""
+
+    type: Literal["tool_call"] = "tool_call"
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class ResetEvent(_Event):
+    """The output published so far is void: a new attempt starts over. Subscribers drop partial text."""
+
+    type: Literal["reset"] = "reset"
+    reason: str
+
+
+class DoneEvent(_Event):
+    type: Literal["done"] = "done"
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    text: str
+
+
+class ErrorEvent(_Event):
+    type: Literal["error"] = "error"
+    kind: str
+    message: str
+    retryable: bool
+
+
+class CancelledEvent(_Event):
+    type: Literal["cancelled"] = "cancelled"
+
+
+Event = Annotated[
+    StartedEvent
+    | TokenEvent
+    | ReasoningEvent
+    | ToolCallEvent
+    | ResetEvent
+    | DoneEvent
+    | ErrorEvent
+    | CancelledEvent,
+    Field(discriminator="type"),
+]
+TERMINAL_EVENT_TYPES = frozenset({"done", "error", "cancelled"})
+_event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(raw: bytes | str) -> Event:
+    return _event_adapter.validate_json(raw)
+
+
+def encode_event(event: _Event) -> bytes:
+    return event.__pydantic_serializer__.to_json(event)
+
+
+# --- Results ------------------------------------------------------------------------------------------
+
+
+class ErrorInfo(BaseModel):
+    kind: str
+    message: str
+    retryable: bool = False
+
+
+class Timings(BaseModel):
+    """Wall-clock instants (Unix seconds) and the durations a user asks about."""
+
+    enqueued_at: float
+    started_at: float
+    first_token_at: float | None = None
+    finished_at: float
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def queued_s(self) -> float:
+        return self.started_at - self.enqueued_at
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_at is None else self.first_token_at - self.started_at
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_s(self) -> float:
+        return self.finished_at - self.enqueued_at
+
+
+class JobResult(BaseModel):
+    job_id: str
+    status: Literal["done", "error", "cancelled"]
+    text: str = ""
+    #: The parsed JSON when the job asked for a json_schema and the text parses.
+    parsed: Any = None
+    reasoning: str = ""
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    attempts: int = 1
+    timings: Timings
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+
+# --- arq's wire format --------------------------------------------------------------------------------
+
+
+def serialize(value: Any) -> bytes:
+    """arq's job serializer: plain JSON, so a job in Redis is data, never code."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def deserialize(raw: bytes) -> Any:
+    """arq's job deserializer. A payload that is not an arq job in JSON still becomes a job of
+    `JOB_FUNCTION`, carrying the reason, so the worker fails that job alone with an `error` event instead
+    of arq dropping it without a word to its subscribers."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        return _undecodable(f"job payload is not JSON: {error}")
+    if not isinstance(value, dict) or not {"f", "a", "k", "t", "et"} <= value.keys():
+        return _undecodable("job payload is not an arq job object")
+    return value
+
+
+def _undecodable(reason: str) -> dict[str, Any]:
+    now_ms = int(time.time() * 1000)
+    return {"t": None, "f": JOB_FUNCTION, "a": [], "k": {"undecodable": reason}, "et": now_ms}
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """pydantic's errors as `field.path: what is wrong`, one per line, for a person to act on."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "request"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)

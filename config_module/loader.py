@@ -1,0 +1,133 @@
+"""Load arkq's configuration: defaults, then a YAML file, then `ARK_*` environment variables.
+
+`ARK_CONFIG` names the YAML file; without it the project's top-level `config.yaml` is read when it is
+there. Environment variables use the prefix `ARK_` and `__` between levels (`ARK_LLM__BASE_URL`).
+Secrets (`llm.api_key`, `redis.password`) are meant to come from the environment.
+
+Anything wrong (an unknown key, a wrong type, a missing file) raises `ConfigError` at start with the
+key's name, because a worker that silently ignores `ARK_WORKER__MAX_JOBZ` is worse than one that stops.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from config_module.settings import ArkConfig
+
+ENV_PREFIX = "ARK_"
+ENV_NESTED_DELIMITER = "__"
+CONFIG_PATH_ENV = "ARK_CONFIG"
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+def config_path(environ: Mapping[str, str]) -> Path | None:
+    named = environ.get(CONFIG_PATH_ENV)
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_PATH_ENV}={named!r}: no such file")
+        return path
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def unknown_env_keys(environ: Mapping[str, str]) -> list[str]:
+    """`ARK_*` variables that name no setting: pydantic-settings would ignore them without a word."""
+    unknown = []
+    for name in environ:
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_PATH_ENV:
+            continue
+        node: type[BaseModel] | None = ArkConfig
+        for part in name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER):
+            field = node.model_fields.get(part) if node is not None else None
+            if field is None:
+                unknown.append(name)
+                break
+            annotation = field.annotation
+            node = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        else:
+            if node is not None:
+                unknown.append(name)  # names a whole section, not a setting
+    return sorted(unknown)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of `os.environ`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._environ.items()}
+
+
+def _settings_class(environ: Mapping[str, str], yaml_path: Path | None) -> type[BaseSettings]:
+    class ArkSettings(BaseSettings, ArkConfig):
+        model_config = SettingsConfigDict(
+            env_prefix=ENV_PREFIX,
+            env_nested_delimiter=ENV_NESTED_DELIMITER,
+            case_sensitive=False,
+            extra="forbid",
+        )
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            env = _MappingEnvSource(settings_cls, environ)
+            sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env)
+            if yaml_path is not None:
+                sources += (YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path),)
+            return sources
+
+    return ArkSettings
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> ArkConfig:
+    """Build the configuration from `environ` (default: the process environment) and the YAML file."""
+    environ = os.environ if environ is None else environ
+    unknown = unknown_env_keys(environ)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
+    path = config_path(environ)
+    settings_cls = _settings_class(environ, path)
+    try:
+        loaded = settings_cls(**overrides)
+    except ValidationError as error:
+        source = f" (YAML: {path})" if path else ""
+        raise ConfigError(f"invalid configuration{source}:\n{_describe(error)}") from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read configuration {path}: {error}") from None
+    return ArkConfig.model_validate(loaded.model_dump())
+
+
+config: ArkConfig = load_config()

@@ -1,0 +1,95 @@
+"""The typed shape of arkq's configuration.
+
+Every setting lives here with its type and default; `config.yaml` at the project top level repeats the
+defaults for people to read and edit (a test keeps the two in step). Sections forbid unknown keys so a
+typo fails at start with the key's name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class LLMConfig(Section):
+    """How workers reach the OpenAI-compatible (SGLang) server."""
+
+    base_url: str = "http://0.0.0.0:30000/v1"
+    model_name: str = "tgi"
+    #: Secret: set it with ARK_LLM__API_KEY, not in YAML.
+    api_key: SecretStr | None = None
+    max_tokens: int = Field(1024, gt=0)
+    temperature: float = Field(0.7, ge=0, le=2)
+    #: Seconds to open a connection to the server.
+    connect_timeout_s: float = Field(5.0, gt=0)
+    #: Seconds without a byte from the server (first token or between chunks) before giving up.
+    read_timeout_s: float = Field(120.0, gt=0)
+    #: Retries of a transient failure that happens before the first streamed delta.
+    max_retries: int = Field(3, ge=0)
+    #: Exponential backoff: base * 2**attempt, jittered, capped at backoff_max_s.
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(8.0, gt=0)
+
+
+class RedisConfig(Section):
+    #: A password may be in the URL (redis://:secret@host:6379/0) or in ARK_REDIS__PASSWORD.
+    url: str = "redis://localhost:6379/0"
+    password: SecretStr | None = None
+    #: Seconds to connect (and for each command) before a clear error instead of a hang.
+    connect_timeout_s: float = Field(5.0, gt=0)
+
+
+class QueueConfig(Section):
+    #: arq's own default queue name, so plain arq tooling sees arkq's jobs.
+    name: str = "arq:queue"
+    #: Largest accepted job payload (JSON bytes); larger requests fail in enqueue.
+    max_payload_bytes: int = Field(1_000_000, gt=0)
+
+
+class WorkerConfig(Section):
+    #: Jobs one worker process runs at once: LLM calls are I/O bound and the server batches them.
+    max_jobs: int = Field(64, gt=0)
+    #: Hard limit on one job's run time, seconds.
+    job_timeout_s: float = Field(300.0, gt=0)
+    #: Seconds a job's result stays readable after it finished.
+    keep_result_s: float = Field(3600.0, gt=0)
+    #: Seconds between queue polls when idle.
+    poll_delay_s: float = Field(0.5, gt=0)
+    #: How many times a job may be started, crash restarts included.
+    max_tries: int = Field(5, gt=0)
+    #: Seconds between health-check key writes (`arq --check` reads it).
+    health_check_interval_s: float = Field(60.0, gt=0)
+
+
+class StreamingConfig(Section):
+    #: Events of job J are published on the channel f"{channel_prefix}{J}".
+    channel_prefix: str = Field("ark:tokens:", min_length=1)
+    #: Seconds the per-job replay log of events stays in Redis after its last event.
+    replay_ttl_s: float = Field(3600.0, gt=0)
+
+
+class ArkConfig(Section):
+    llm: LLMConfig = LLMConfig()
+    redis: RedisConfig = RedisConfig()
+    queue: QueueConfig = QueueConfig()
+    worker: WorkerConfig = WorkerConfig()
+    streaming: StreamingConfig = StreamingConfig()
+
+    def get(self, dotted_key: str, default: Any = None) -> Any:
+        """Look a setting up by its dotted name, as ARKOS code does: `config.get("llm.base_url")`."""
+        node: Any = self
+        for part in dotted_key.split("."):
+            if isinstance(node, BaseModel) and part in type(node).model_fields:
+                node = getattr(node, part)
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                return default
+        if isinstance(node, SecretStr):
+            return node.get_secret_value()
+        return node

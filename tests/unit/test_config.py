@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from config_module.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from config_module.settings import ArkConfig
+
+
+def test_config_yaml_lists_every_setting_with_its_default() -> None:
+    in_yaml = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    defaults = ArkConfig().model_dump(mode="json")
+    assert in_yaml == defaults
+
+
+def test_defaults_match_the_arkos_docs() -> None:
+    config = load_config({})
+    assert config.get("llm.base_url") == "http://0.0.0.0:30000/v1"
+    assert config.get("llm.model_name") == "tgi"
+    assert (config.llm.max_tokens, config.llm.temperature) == (1024, 0.7)
+    assert config.get("redis.url") == "redis://localhost:6379/0"
+    assert config.get("queue.name") == "arq:queue"
+    assert config.get("worker.max_jobs") == 64
+    assert config.get("streaming.channel_prefix") == "ark:tokens:"
+
+
+def test_environment_overrides_nested_keys_with_types() -> None:
+    config = load_config(
+        {
+            "ARK_LLM__BASE_URL": "http://gpu:30000/v1",
+            "ARK_REDIS__URL": "redis://r:6379/1",
+            "ARK_WORKER__MAX_JOBS": "7",
+        }
+    )
+    assert config.llm.base_url == "http://gpu:30000/v1"
+    assert config.redis.url == "redis://r:6379/1"
+    assert config.worker.max_jobs == 7
+
+
+def test_ark_config_names_another_yaml_file(tmp_path: Path) -> None:
+    path = tmp_path / "other.yaml"
+    path.write_text("llm:\n  model_name: qwen\nworker:\n  max_jobs: 3\n")
+    config = load_config({"ARK_CONFIG": str(path), "ARK_WORKER__MAX_JOBS": "4"})
+    assert config.llm.model_name == "qwen"
+    assert config.worker.max_jobs == 4  # the environment wins over the file
+    assert config.llm.temperature == 0.7  # unnamed keys keep their defaults
+
+
+def test_secrets_come_from_the_environment_and_do_not_print() -> None:
+    config = load_config({"ARK_LLM__API_KEY": "sk-secret", "ARK_REDIS__PASSWORD": "hunter2"})
+    assert config.get("llm.api_key") == "sk-secret"
+    assert config.get("redis.password") == "hunter2"
+    assert "sk-secret" not in repr(config) and "hunter2" not in str(config.model_dump())
+
+
+def test_get_returns_the_default_for_unknown_keys() -> None:
+    config = load_config({})
+    assert config.get("llm.nope", "fallback") == "fallback"
+    assert config.get("nope.at.all") is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"ARK_WORKER__MAX_JOBS": "many"}, "worker.max_jobs"),
+        ({"ARK_LLM__TEMPERATURE": "3"}, "llm.temperature"),
+        ({"ARK_LLM__BASE_URLL": "x"}, "ARK_LLM__BASE_URLL"),
+        ({"ARK_NOPE": "x"}, "ARK_NOPE"),
+        ({"ARK_LLM": "x"}, "ARK_LLM"),
+    ],
+)
+def test_bad_environment_fails_naming_the_key(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(environ)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("worker:\n  max_jobz: 3\n", "worker.max_jobz"),
+        ("worker:\n  max_jobs: lots\n", "worker.max_jobs"),
+        ("streamin:\n  channel_prefix: x\n", "streamin"),
+    ],
+)
+def test_bad_yaml_fails_naming_the_key(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=named):
+        load_config({"ARK_CONFIG": str(path)})
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config({"ARK_CONFIG": str(tmp_path / "absent.yaml")})
