@@ -1,0 +1,5 @@
+import sys
+
+from arkq.cli import main
+
+sys.exit(main())

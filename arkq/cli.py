@@ -1,0 +1,84 @@
+"""`arkq`: submit and follow jobs, run a worker, the SGLang emulator, or the all-in-one demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging.config
+import sys
+from collections.abc import Sequence
+
+from producer import cli as producer_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arkq", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    producer_cli.add_commands(commands)
+
+    worker = commands.add_parser("worker", help="run a worker (same as `arq worker.WorkerSettings`)")
+    worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
+    worker.add_argument("-v", "--verbose", action="store_true")
+    worker.set_defaults(run=None, handler=run_worker)
+
+    fake = commands.add_parser("fake-llm", help="run the SGLang-compatible emulator")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=30000)
+    fake.add_argument("--ttft-ms", type=float, default=0.0, help="delay before the first token")
+    fake.add_argument("--itl-ms", type=float, default=0.0, help="delay between tokens")
+    fake.add_argument("--model", default="tgi", help="the served model name")
+    fake.add_argument("--context-length", type=int, default=32768)
+    fake.add_argument("--api-key", help="require this bearer token, as SGLang's --api-key does")
+    fake.set_defaults(run=None, handler=run_fake_llm)
+
+    demo = commands.add_parser("demo", help="the whole pipeline in one process, nothing to install")
+    demo.add_argument("prompt", nargs="?", default="Tell me about message queues.")
+    demo.add_argument("--itl-ms", type=float, default=30.0, help="emulated delay between tokens")
+    demo.set_defaults(run=None, handler=run_demo)
+    return parser
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from arq.logs import default_log_config
+    from arq.worker import run_worker as run_arq_worker
+
+    from worker import WorkerSettings
+
+    logging.config.dictConfig(default_log_config(args.verbose))
+    run_arq_worker(WorkerSettings, burst=args.burst)  # type: ignore[arg-type]
+    return 0
+
+
+def run_fake_llm(args: argparse.Namespace) -> int:
+    from arkq.fake_llm import run
+
+    run(
+        host=args.host,
+        port=args.port,
+        ttft_ms=args.ttft_ms,
+        itl_ms=args.itl_ms,
+        model=args.model,
+        context_length=args.context_length,
+        api_key=args.api_key,
+    )
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from arkq.demo import demo
+
+    return asyncio.run(demo(args.prompt, itl_ms=args.itl_ms))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.run is not None:
+            return asyncio.run(args.run(args))
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""`arkq demo`: the whole pipeline in one process, for a first look on a bare machine.
+
+Nothing is faked that the real deployment would change: the producer, the arq worker, the event stream
+and ArkModelLink's HTTP client are the real ones. Only their surroundings are stood in for: an
+in-process fakeredis instead of redis-server, and the SGLang emulator instead of a GPU server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from typing import Any
+
+import arq.worker
+import fakeredis
+from arq.connections import ArqRedis
+from arq.worker import Worker
+
+from arkq.contract import deserialize, serialize
+from arkq.fake_llm import running_fake_llm
+from config_module.loader import config as default_config
+from config_module.settings import ArkConfig
+from producer import Producer
+from worker.settings import worker_options
+
+
+async def _no_server_info(redis: Any, log: Any) -> None:
+    """fakeredis has no INFO command, which arq's worker only uses to log the server's version."""
+    log("redis: in-process fakeredis")
+
+
+async def demo(prompt: str, *, itl_ms: float = 30.0) -> int:
+    arq.worker.log_redis_info = _no_server_info  # type: ignore[assignment]
+    fake = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    redis = ArqRedis(
+        connection_pool=fake.connection_pool,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=default_config.queue.name,
+    )
+    async with running_fake_llm(ttft_ms=150, itl_ms=itl_ms) as llm:
+        config = _demo_config(llm.base_url)
+        worker = Worker(
+            **{**worker_options(config), "poll_delay": 0.05},
+            redis_pool=redis,
+            ctx={"config": config},
+            handle_signals=False,
+        )
+        worker_task = asyncio.create_task(worker.async_run())
+        try:
+            return await _submit_and_follow(redis, config, prompt)
+        finally:
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker_task
+            await worker.close()
+
+
+def _demo_config(base_url: str) -> ArkConfig:
+    return default_config.model_copy(
+        update={"llm": default_config.llm.model_copy(update={"base_url": base_url})}
+    )
+
+
+async def _submit_and_follow(redis: ArqRedis, config: ArkConfig, prompt: str) -> int:
+    out = sys.stdout
+    async with Producer(config=config, redis=redis) as producer:
+        job = await producer.enqueue([{"role": "user", "content": prompt}])
+        out.write(f"arkq demo: job {job.id} enqueued; the worker streams the reply:\n\n")
+        async for event in job.events():
+            if event.type == "started":
+                out.write(f"[started: attempt {event.attempt} on {event.worker}]\n")
+            elif event.type == "token":
+                out.write(event.text)
+            elif event.type == "error":
+                out.write(f"\n[error {event.kind}: {event.message}]\n")
+            out.flush()
+        result = await job.fetch_result()
+    if result is None or not result.ok:
+        return 1
+    timings = result.timings
+    out.write(
+        f"\n\n[done: {result.finish_reason}, {result.usage}, queued {timings.queued_s * 1000:.1f} ms, "
+        f"first token {(timings.ttft_s or 0) * 1000:.0f} ms, total {timings.total_s:.2f} s]\n"
+        "Next: run redis-server, `arkq fake-llm` (or SGLang), `arkq worker`, then `arkq submit 'Hello'`.\n"
+    )
+    return 0

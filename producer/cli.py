@@ -1,0 +1,131 @@
+"""The producer's commands: `arkq submit`, `arkq watch`, `arkq result`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from arkq.contract import Event, encode_event
+from producer.errors import InvalidRequest, JobFailed, JobNotFound
+from producer.job import Job
+from producer.producer import Producer
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    submit = commands.add_parser("submit", help="enqueue a prompt and stream the reply")
+    submit.add_argument("prompt")
+    submit.add_argument("--system", help="a system message before the prompt")
+    submit.add_argument("--schema", type=Path, help="a JSON Schema file (bare, or in the json_schema shape)")
+    submit.add_argument("--max-tokens", type=int)
+    submit.add_argument("--temperature", type=float)
+    submit.add_argument("--model", help="model name to ask the server for")
+    submit.add_argument("--job-id", help="your own job ID (idempotent: the same ID runs once)")
+    submit.add_argument("--json", action="store_true", help="print every event as a JSON line")
+    submit.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the end")
+    _add_redis_url(submit)
+    submit.set_defaults(run=run_submit)
+
+    watch = commands.add_parser("watch", help="stream a job's events from the start")
+    watch.add_argument("job_id")
+    watch.add_argument("--json", action="store_true", help="print every event as a JSON line")
+    _add_redis_url(watch)
+    watch.set_defaults(run=run_watch)
+
+    result = commands.add_parser("result", help="print a job's stored result as JSON")
+    result.add_argument("job_id")
+    result.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the job to end")
+    _add_redis_url(result)
+    result.set_defaults(run=run_result)
+
+
+def _add_redis_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", help="Redis URL (default: redis.url from the configuration)")
+
+
+def load_schema(path: Path) -> dict[str, Any]:
+    """The `response_format` for a schema file; a bare JSON Schema is wrapped, named after the file."""
+    schema = json.loads(path.read_text())
+    if isinstance(schema, dict) and schema.get("type") == "json_schema":
+        return schema
+    return {"type": "json_schema", "json_schema": {"name": path.stem, "schema": schema}}
+
+
+async def run_submit(args: argparse.Namespace) -> int:
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": args.prompt})
+    try:
+        json_schema = load_schema(args.schema) if args.schema else None
+    except (OSError, ValueError) as error:
+        print(f"arkq: --schema {args.schema}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    async with Producer(args.redis_url) as producer:
+        try:
+            job = await producer.enqueue(
+                messages,
+                json_schema=json_schema,
+                max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                job_id=args.job_id,
+                model=args.model,
+            )
+        except InvalidRequest as error:
+            print(f"arkq: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"job {job.id}", file=sys.stderr)
+        return await follow(job, as_json=args.json, out=sys.stdout)
+
+
+async def run_watch(args: argparse.Namespace) -> int:
+    async with Producer(args.redis_url) as producer:
+        return await follow(producer.job(args.job_id), as_json=args.json, out=sys.stdout)
+
+
+async def run_result(args: argparse.Namespace) -> int:
+    async with Producer(args.redis_url) as producer:
+        job = producer.job(args.job_id)
+        result = await job.fetch_result()
+        if result is None and args.wait > 0:
+            # However it ends, the stored result below says how.
+            with contextlib.suppress(JobFailed, JobNotFound, TimeoutError):
+                await job.result(timeout=args.wait)
+            result = await job.fetch_result()
+        if result is None:
+            state = "unknown" if not await job.exists() else "not finished"
+            print(f"arkq: job {args.job_id}: no result ({state})", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        print(result.model_dump_json(indent=2))
+        return EXIT_OK if result.ok else EXIT_JOB_FAILED
+
+
+async def follow(job: Job, *, as_json: bool, out: TextIO) -> int:
+    """Print a job's stream until it ends; the exit code says how it ended."""
+    last: Event | None = None
+    try:
+        async for event in job.events():
+            last = event
+            if as_json:
+                out.write(encode_event(event).decode() + "\n")
+            elif event.type == "token":
+                out.write(event.text)
+            elif event.type == "reset":
+                out.write("\n[reset: the job restarted]\n")
+            out.flush()
+    except JobNotFound as error:
+        print(f"arkq: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if not as_json:
+        out.write("\n")
+    if last is not None and last.type == "done":
+        return EXIT_OK
+    if last is not None and last.type == "error":
+        print(f"arkq: job {job.id} failed ({last.kind}): {last.message}", file=sys.stderr)
+    elif last is not None:
+        print(f"arkq: job {job.id} {last.type}", file=sys.stderr)
+    return EXIT_JOB_FAILED
+

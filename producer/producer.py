@@ -1,0 +1,152 @@
+"""Enqueueing generation jobs, validated at the edge."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from arq.connections import ArqRedis
+from pydantic import ValidationError
+
+from arkq.connection import connect
+from arkq.contract import (
+    JOB_FUNCTION,
+    GenerationRequest,
+    describe_validation_error,
+    event_log_key,
+    result_key,
+    serialize,
+)
+from config_module.loader import config as default_config
+from config_module.settings import ArkConfig
+from model_module.messages import Message
+from producer.errors import InvalidRequest
+from producer.job import Job
+
+#: Job IDs become parts of Redis keys and channel names: keep them printable and bounded.
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+class Producer:
+    """Enqueues jobs and hands out `Job` handles. Use it as `async with Producer() as p:`.
+
+    Settings come from the configuration (`config.yaml`, `ARK_*`); `redis_url` replaces `redis.url`, and
+    `redis` lends an existing client (arq's `ArqRedis`, e.g. over fakeredis), which the producer then
+    does not close.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        config: ArkConfig | None = None,
+        redis: ArqRedis | None = None,
+    ):
+        self.config = config or default_config
+        self._redis_url = redis_url
+        self._redis = redis
+        self._owns_redis = redis is None
+
+    async def __aenter__(self) -> Self:
+        if self._redis is None:
+            self._redis = await connect(self.config, self._redis_url)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_redis and self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    @property
+    def redis(self) -> ArqRedis:
+        if self._redis is None:
+            raise RuntimeError("the producer is not open: use `async with Producer() as p:`")
+        return self._redis
+
+    def job(self, job_id: str) -> Job:
+        """A handle on an existing job."""
+        return Job(self.redis, job_id, channel_prefix=self.config.streaming.channel_prefix)
+
+    def build_request(
+        self,
+        messages: Sequence[Message | Mapping[str, Any]],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        model: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> GenerationRequest:
+        """The validated request, or InvalidRequest naming the field that is wrong."""
+        if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+            raise InvalidRequest(
+                "messages: must be a list of messages (Message objects or role/content dicts)"
+            )
+        fields: dict[str, Any] = {
+            "messages": [_plain(message) for message in messages],
+            "json_schema": json_schema,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "model": model,
+            "metadata": metadata or {},
+        }
+        try:
+            return GenerationRequest.model_validate(fields)
+        except ValidationError as error:
+            raise InvalidRequest(f"invalid generation request: {describe_validation_error(error)}") from None
+
+    async def enqueue(
+        self,
+        messages: Sequence[Message | Mapping[str, Any]],
+        json_schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        job_id: str | None = None,
+        *,
+        model: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Job:
+        """Validate and enqueue one generation job.
+
+        A `job_id` makes the enqueue idempotent: while Redis still knows that job (queued, running, or
+        its result kept), enqueueing it again returns a handle on it and runs nothing new.
+        """
+        request = self.build_request(
+            messages,
+            json_schema=json_schema,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            model=model,
+            metadata=metadata,
+        )
+        payload = request.model_dump(mode="json")
+        size = len(serialize(payload))
+        limit = self.config.queue.max_payload_bytes
+        if size > limit:
+            raise InvalidRequest(f"request: payload is {size} bytes, over queue.max_payload_bytes={limit}")
+        if job_id is None:
+            job_id = uuid.uuid4().hex
+        elif not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+            raise InvalidRequest(
+                f"job_id: {job_id!r} must be 1-128 letters, digits or _.:- and start with a letter or digit"
+            )
+        job = self.job(job_id)
+        # arq refuses a duplicate while its own job or result key exists; arkq's event log and result
+        # outlive those, and a job that has left them behind must not run again either.
+        if not await self.redis.exists(event_log_key(job_id), result_key(job_id)):
+            await self.redis.enqueue_job(JOB_FUNCTION, payload, _job_id=job_id)
+        return job
+
+
+def _plain(message: Message | Mapping[str, Any]) -> Any:
+    if isinstance(message, Message):
+        return message.model_dump(exclude_none=True)
+    return message

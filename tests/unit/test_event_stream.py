@@ -1,0 +1,80 @@
+"""The replay log and the live channel together give every reader the whole sequence, once, in order."""
+
+import asyncio
+
+from arq.connections import ArqRedis
+
+from arkq.contract import DoneEvent, StartedEvent, TokenEvent, channel_name, encode_event, event_log_key
+from producer.events import read_events
+from worker.publisher import EventPublisher
+
+PREFIX = "ark:tokens:"
+
+
+async def collect(redis: ArqRedis, job_id: str) -> list:
+    return [event async for event in read_events(redis, job_id, channel_prefix=PREFIX, quiet_check_s=0.05)]
+
+
+async def publisher(redis: ArqRedis, job_id: str = "j") -> EventPublisher:
+    return await EventPublisher.open(redis, job_id, channel_prefix=PREFIX, log_ttl_s=60)
+
+
+async def test_seq_counts_from_zero_and_the_log_expires(fake_redis: ArqRedis) -> None:
+    pub = await publisher(fake_redis)
+    first = await pub.publish(StartedEvent, attempt=1, worker="w")
+    second = await pub.publish(TokenEvent, text="a")
+    assert (first.seq, second.seq) == (0, 1)
+    assert 0 < await fake_redis.ttl(event_log_key("j")) <= 60
+
+
+async def test_a_second_attempt_continues_the_sequence(fake_redis: ArqRedis) -> None:
+    pub = await publisher(fake_redis)
+    await pub.publish(StartedEvent, attempt=1, worker="w")
+    await pub.publish(TokenEvent, text="a")
+    again = await publisher(fake_redis)
+    assert (await again.publish(StartedEvent, attempt=2, worker="w")).seq == 2
+
+
+async def test_readers_arriving_before_during_and_after_see_the_same_sequence(fake_redis: ArqRedis) -> None:
+    pub = await publisher(fake_redis)
+    early = asyncio.create_task(collect(fake_redis, "j"))
+    await asyncio.sleep(0.05)
+    await pub.publish(StartedEvent, attempt=1, worker="w")
+    for text in "abc":
+        await pub.publish(TokenEvent, text=text)
+    middle = asyncio.create_task(collect(fake_redis, "j"))
+    await asyncio.sleep(0.05)
+    for text in "def":
+        await pub.publish(TokenEvent, text=text)
+    await pub.publish(DoneEvent, finish_reason="stop", usage=None, text="abcdef")
+    late = await collect(fake_redis, "j")
+    for events in (await early, await middle, late):
+        assert [e.seq for e in events] == list(range(8))
+        assert "".join(e.text for e in events if e.type == "token") == "abcdef"
+        assert events[-1].type == "done"
+
+
+async def test_a_lost_live_message_is_recovered_from_the_log(fake_redis: ArqRedis) -> None:
+    reader = asyncio.create_task(collect(fake_redis, "j"))
+    await asyncio.sleep(0.05)
+    channel, log = channel_name(PREFIX, "j"), event_log_key("j")
+    events = [
+        StartedEvent(job_id="j", seq=0, attempt=1, worker="w"),
+        TokenEvent(job_id="j", seq=1, text="x"),
+        DoneEvent(job_id="j", seq=2, finish_reason="stop", usage=None, text="x"),
+    ]
+    for event in events:
+        await fake_redis.rpush(log, encode_event(event))
+    # Only the last event reaches the channel; the reader must notice the gap and fill it from the log.
+    await fake_redis.publish(channel, encode_event(events[-1]))
+    assert await asyncio.wait_for(reader, 2) == events
+
+
+async def test_duplicated_live_messages_are_yielded_once(fake_redis: ArqRedis) -> None:
+    pub = await publisher(fake_redis)
+    reader = asyncio.create_task(collect(fake_redis, "j"))
+    await asyncio.sleep(0.05)
+    token = await pub.publish(TokenEvent, text="x")
+    await fake_redis.publish(channel_name(PREFIX, "j"), encode_event(token))
+    await pub.publish(DoneEvent, finish_reason="stop", usage=None, text="x")
+    assert [e.seq for e in await asyncio.wait_for(reader, 2)] == [0, 1]

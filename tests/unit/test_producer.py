@@ -1,0 +1,95 @@
+import json
+
+import pytest
+from arq.connections import ArqRedis
+
+from arkq.contract import JOB_FUNCTION, GenerationRequest, result_key
+from config_module.loader import load_config
+from model_module.messages import SystemMessage, UserMessage
+from producer import InvalidRequest, JobNotFound, Producer
+
+HELLO = [UserMessage(content="Hello!")]
+
+
+@pytest.fixture
+async def producer(fake_redis: ArqRedis) -> Producer:
+    async with Producer(redis=fake_redis, config=load_config({})) as opened:
+        yield opened
+
+
+async def test_enqueue_writes_a_json_job_with_an_unguessable_id(
+    producer: Producer, fake_redis: ArqRedis
+) -> None:
+    job = await producer.enqueue([SystemMessage(content="Be brief."), *HELLO], max_tokens=5)
+    assert len(job.id) == 32 and int(job.id, 16) >= 0
+    raw = await fake_redis.get(f"arq:job:{job.id}")
+    stored = json.loads(raw)  # JSON, not pickle
+    assert stored["f"] == JOB_FUNCTION
+    request = GenerationRequest.model_validate(stored["a"][0])
+    assert [m.content for m in request.messages] == ["Be brief.", "Hello!"]
+    assert request.max_tokens == 5
+    assert await fake_redis.zscore("arq:queue", job.id) is not None
+
+
+async def test_messages_may_be_plain_dicts(producer: Producer) -> None:
+    job = await producer.enqueue([{"role": "user", "content": "hi"}])
+    assert await job.exists()
+
+
+async def test_two_enqueues_make_two_different_ids(producer: Producer) -> None:
+    first, second = await producer.enqueue(HELLO), await producer.enqueue(HELLO)
+    assert first.id != second.id
+
+
+async def test_the_same_job_id_is_enqueued_once(producer: Producer, fake_redis: ArqRedis) -> None:
+    await producer.enqueue(HELLO, job_id="order-17")
+    again = await producer.enqueue([UserMessage(content="something else")], job_id="order-17")
+    assert again.id == "order-17"
+    assert await fake_redis.zcard("arq:queue") == 1
+    stored = json.loads(await fake_redis.get("arq:job:order-17"))
+    assert stored["a"][0]["messages"][0]["content"] == "Hello!"
+
+
+async def test_a_finished_job_id_is_not_run_again(producer: Producer, fake_redis: ArqRedis) -> None:
+    await fake_redis.set(result_key("done-1"), b"{}")
+    await producer.enqueue(HELLO, job_id="done-1")
+    assert await fake_redis.zcard("arq:queue") == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": "Hello"}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0"),
+        ({"messages": [{"role": "user", "content": ["parts"]}]}, "messages.0.user.content"),
+        ({"messages": [{"role": "user"}]}, "messages.0.user.content"),
+        ({"json_schema": {"type": "object"}}, "json_schema"),
+        ({"json_schema": ["not", "a", "dict"]}, "json_schema"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"temperature": 2.01}, "temperature"),
+        ({"temperature": -1}, "temperature"),
+        ({"job_id": "has space"}, "job_id"),
+        ({"job_id": ""}, "job_id"),
+        ({"messages": [{"role": "user", "content": "x" * 2_000_000}]}, "max_payload_bytes"),
+    ],
+)
+async def test_bad_requests_fail_in_enqueue_and_write_nothing(
+    producer: Producer, fake_redis: ArqRedis, call: dict[str, object], named: str
+) -> None:
+    arguments = {"messages": HELLO, **call}
+    with pytest.raises(InvalidRequest, match=named.replace(".", r"\.")):
+        await producer.enqueue(**arguments)
+    assert await fake_redis.dbsize() == 0
+
+
+async def test_events_of_an_unknown_job_raise_not_found(producer: Producer) -> None:
+    with pytest.raises(JobNotFound):
+        async for _ in producer.job("never-enqueued").events():
+            pass
+
+
+async def test_an_unopened_producer_says_how_to_open_it() -> None:
+    with pytest.raises(RuntimeError, match="async with"):
+        Producer().job("x")

@@ -1,0 +1,75 @@
+"""arq's worker settings: `arq worker.WorkerSettings` (or `arkq worker`) starts a worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from arq.worker import func
+
+from arkq.connection import redis_settings
+from arkq.contract import JOB_FUNCTION, deserialize, serialize
+from config_module.loader import config as default_config
+from config_module.settings import ArkConfig
+from model_module import ArkModelLink
+from worker.job import generate
+
+#: arq's own limit sits a little above the job's, so the job reports its timeout itself.
+ARQ_TIMEOUT_MARGIN_S = 5.0
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """One model link per process: its HTTP connection pool is shared by every job the worker runs."""
+    config: ArkConfig = ctx.setdefault("config", default_config)
+    llm = config.llm
+    ctx["link"] = ArkModelLink(
+        model_name=llm.model_name,
+        base_url=llm.base_url,
+        max_tokens=llm.max_tokens,
+        temperature=llm.temperature,
+        api_key=llm.api_key.get_secret_value() if llm.api_key else None,
+        connect_timeout_s=llm.connect_timeout_s,
+        read_timeout_s=llm.read_timeout_s,
+        max_retries=llm.max_retries,
+        backoff_base_s=llm.backoff_base_s,
+        backoff_max_s=llm.backoff_max_s,
+    )
+    ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    link: ArkModelLink | None = ctx.get("link")
+    if link is not None:
+        await link.aclose()
+
+
+def worker_options(config: ArkConfig) -> dict[str, Any]:
+    """arq `Worker` keyword arguments for a configuration (the demo runs a worker in process with them)."""
+    return {
+        "functions": [func(generate, name=JOB_FUNCTION, max_tries=config.worker.max_tries)],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "queue_name": config.queue.name,
+        "max_jobs": config.worker.max_jobs,
+        "job_timeout": config.worker.job_timeout_s + ARQ_TIMEOUT_MARGIN_S,
+        "keep_result": config.worker.keep_result_s,
+        "poll_delay": config.worker.poll_delay_s,
+        "max_tries": config.worker.max_tries,
+        "health_check_interval": config.worker.health_check_interval_s,
+        "job_serializer": serialize,
+        "job_deserializer": deserialize,
+    }
+
+
+#: arq reads settings from the class's own `__dict__` (inherited attributes are ignored), so the class
+#: is built from the options directly.
+WorkerSettings = type(
+    "WorkerSettings",
+    (),
+    {
+        "__doc__": "The settings `arq worker.WorkerSettings` runs with, from the configuration.",
+        **worker_options(default_config),
+        "redis_settings": redis_settings(default_config),
+    },
+)
