@@ -8,7 +8,6 @@ in-process fakeredis instead of redis-server, and the SGLang emulator instead of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from typing import Any
 
@@ -21,7 +20,7 @@ from arkq.contract import deserialize, serialize
 from arkq.fake_llm import running_fake_llm
 from config_module.loader import config as default_config
 from config_module.settings import ArkConfig
-from producer import Producer
+from producer import Job, Producer
 from worker.settings import worker_options
 
 
@@ -41,20 +40,22 @@ async def demo(prompt: str, *, itl_ms: float = 30.0) -> int:
     )
     async with running_fake_llm(ttft_ms=150, itl_ms=itl_ms) as llm:
         config = _demo_config(llm.base_url)
-        worker = Worker(
-            **{**worker_options(config), "poll_delay": 0.05},
-            redis_pool=redis,
-            ctx={"config": config},
-            handle_signals=False,
-        )
-        worker_task = asyncio.create_task(worker.async_run())
-        try:
-            return await _submit_and_follow(redis, config, prompt)
-        finally:
-            worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        async with Producer(config=config, redis=redis) as producer:
+            job = await producer.enqueue([{"role": "user", "content": prompt}])
+            # A burst worker stops once the queue is empty and its jobs are finished.
+            worker = Worker(
+                **worker_options(config),
+                redis_pool=redis,
+                ctx={"config": config},
+                burst=True,
+                handle_signals=False,
+            )
+            worker_task = asyncio.create_task(worker.async_run())
+            try:
+                return await _follow(job)
+            finally:
                 await worker_task
-            await worker.close()
+                await worker.close()
 
 
 def _demo_config(base_url: str) -> ArkConfig:
@@ -63,25 +64,23 @@ def _demo_config(base_url: str) -> ArkConfig:
     )
 
 
-async def _submit_and_follow(redis: ArqRedis, config: ArkConfig, prompt: str) -> int:
+async def _follow(job: Job) -> int:
     out = sys.stdout
-    async with Producer(config=config, redis=redis) as producer:
-        job = await producer.enqueue([{"role": "user", "content": prompt}])
-        out.write(f"arkq demo: job {job.id} enqueued; the worker streams the reply:\n\n")
-        async for event in job.events():
-            if event.type == "started":
-                out.write(f"[started: attempt {event.attempt} on {event.worker}]\n")
-            elif event.type == "token":
-                out.write(event.text)
-            elif event.type == "error":
-                out.write(f"\n[error {event.kind}: {event.message}]\n")
-            out.flush()
-        result = await job.fetch_result()
+    out.write(f"arkq demo: job {job.id} enqueued; the worker streams the reply:\n\n")
+    async for event in job.events():
+        if event.type == "started":
+            out.write(f"[started: attempt {event.attempt} on {event.worker}]\n")
+        elif event.type == "token":
+            out.write(event.text)
+        elif event.type == "error":
+            out.write(f"\n[error {event.kind}: {event.message}]\n")
+        out.flush()
+    result = await job.fetch_result()
     if result is None or not result.ok:
         return 1
-    timings = result.timings
+    timings, tokens = result.timings, (result.usage or {}).get("completion_tokens")
     out.write(
-        f"\n\n[done: {result.finish_reason}, {result.usage}, queued {timings.queued_s * 1000:.1f} ms, "
+        f"\n\n[done: {result.finish_reason}, {tokens} tokens, queued {timings.queued_s * 1000:.1f} ms, "
         f"first token {(timings.ttft_s or 0) * 1000:.0f} ms, total {timings.total_s:.2f} s]\n"
         "Next: run redis-server, `arkq fake-llm` (or SGLang), `arkq worker`, then `arkq submit 'Hello'`.\n"
     )

@@ -1,0 +1,177 @@
+"""The whole path for real: producer → Redis → arq worker processes → ArkModelLink → emulator → events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import jsonschema
+import openai
+import pytest
+import redis.asyncio
+from pydantic import BaseModel
+
+from arkq.contract import JOB_FUNCTION, serialize
+from producer import InvalidRequest, JobFailed, Producer
+from tests.servers import WorkerFleet
+
+
+async def events_of(producer: Producer, job_id: str) -> list:
+    return [event async for event in producer.job(job_id).events()]
+
+
+async def direct_completion(base_url: str, prompt: str) -> str:
+    """What the server sends for this prompt when asked directly, without arkq in between."""
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="-", max_retries=0) as client:
+        completion = await client.chat.completions.create(
+            model="tgi", messages=[{"role": "user", "content": prompt}], max_tokens=1024, temperature=0.7
+        )
+    return completion.choices[0].message.content or ""
+
+
+def assert_complete_sequence(events: list, job_id: str) -> None:
+    assert [event.seq for event in events] == list(range(len(events)))
+    assert all(event.job_id == job_id for event in events)
+    assert events[0].type == "started"
+    assert [event.type for event in events].count("done") == 1
+    assert events[-1].type == "done"
+
+
+async def test_fifty_concurrent_jobs_on_two_workers(
+    fleet: WorkerFleet, producer: Producer, fake_llm: str
+) -> None:
+    fleet.start(2)
+    prompts = [f"Job {i}: say something about the number {i}." for i in range(50)]
+    jobs = await asyncio.gather(*(producer.enqueue([{"role": "user", "content": p}]) for p in prompts))
+    sequences = await asyncio.wait_for(asyncio.gather(*(events_of(producer, job.id) for job in jobs)), 60)
+    workers = set()
+    for prompt, job, events in zip(prompts, jobs, sequences, strict=True):
+        assert_complete_sequence(events, job.id)
+        streamed = "".join(event.text for event in events if event.type == "token")
+        result = await job.result(timeout=5)
+        assert streamed == result.text == events[-1].text
+        assert streamed == await direct_completion(fake_llm, prompt)
+        assert result.usage["completion_tokens"] > 0
+        assert result.finish_reason == "stop"
+        assert result.timings.queued_s >= 0 and result.timings.ttft_s is not None
+        workers.add(events[0].worker)
+    assert len(workers) == 2, "both worker processes should have taken jobs"
+
+
+async def test_subscribers_mid_stream_and_after_done_get_the_same_sequence(
+    fleet: WorkerFleet, producer: Producer
+) -> None:
+    fleet.start(1)
+    job = await producer.enqueue([{"role": "user", "content": "slowly [[arkq:tokens=60 itl_ms=15]]"}])
+    from_start = asyncio.create_task(events_of(producer, job.id))
+    async for event in job.events():
+        if event.type == "token" and event.seq >= 5:
+            break
+    mid_stream = asyncio.create_task(events_of(producer, job.id))
+    first, middle = await asyncio.wait_for(asyncio.gather(from_start, mid_stream), 30)
+    after_done = await events_of(producer, job.id)
+    assert first == middle == after_done
+    assert_complete_sequence(first, job.id)
+    assert sum(event.type == "token" for event in first) == 60
+
+
+class Review(BaseModel):
+    title: str
+    rating: int
+    tags: list[str]
+    summary: str | None = None
+
+
+async def test_a_json_schema_job_returns_json_that_validates(fleet: WorkerFleet, producer: Producer) -> None:
+    fleet.start(1)
+    schema = Review.model_json_schema()
+    job = await producer.enqueue(
+        [{"role": "user", "content": "Review a film."}],
+        json_schema={"type": "json_schema", "json_schema": {"name": "review", "schema": schema}},
+    )
+    result = await job.result(timeout=30)
+    jsonschema.validate(result.parsed, schema)
+    assert json.loads(result.text) == result.parsed
+    Review.model_validate(result.parsed)
+
+
+async def test_bad_requests_leave_nothing_in_redis(producer: Producer, aredis: redis.asyncio.Redis) -> None:
+    bad_calls = [
+        {"messages": []},
+        {"messages": [{"role": "robot", "content": "x"}]},
+        {"messages": [{"role": "user", "content": 3}]},
+        {"messages": [{"role": "user", "content": "x"}], "json_schema": {"type": "object"}},
+        {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+        {"messages": [{"role": "user", "content": "x"}], "temperature": 9},
+        {"messages": [{"role": "user", "content": "x" * 1_100_000}]},
+    ]
+    for call in bad_calls:
+        with pytest.raises(InvalidRequest):
+            await producer.enqueue(**call)
+    assert await aredis.dbsize() == 0
+
+
+async def test_a_malformed_payload_fails_alone_and_the_worker_keeps_serving(
+    fleet: WorkerFleet, producer: Producer, aredis: redis.asyncio.Redis
+) -> None:
+    fleet.start(1)
+    # Written straight into Redis, past the producer's validation, as a buggy or hostile client could.
+    await aredis.set("arq:job:garbage", b"\x80\x04not json at all")
+    await aredis.zadd("arq:queue", {"garbage": 1})
+    wrong_shape = await producer.redis.enqueue_job(JOB_FUNCTION, {"messages": "hello"}, _job_id="wrong-shape")
+    assert wrong_shape is not None
+    await aredis.set("arq:job:pickled", serialize({"t": 1, "f": JOB_FUNCTION, "a": [], "k": {}, "et": 1}))
+    await aredis.zadd("arq:queue", {"pickled": 1})
+    for job_id, reason in [("garbage", "not JSON"), ("wrong-shape", "messages"), ("pickled", "exactly one")]:
+        events = await asyncio.wait_for(events_of(producer, job_id), 15)
+        assert events[-1].type == "error"
+        assert events[-1].kind == "invalid_job"
+        assert reason in events[-1].message
+        with pytest.raises(JobFailed, match="invalid_job"):
+            await producer.job(job_id).result(timeout=5)
+    good = await producer.enqueue([{"role": "user", "content": "still there?"}])
+    assert (await good.result(timeout=15)).text
+    assert fleet.processes[0].popen.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("directive", "kind"),
+    [
+        ("[[arkq:status=400]]", "bad_request"),
+        ("[[arkq:context_overflow=1]]", "context_overflow"),
+        ("[[arkq:status=401]]", "auth"),
+    ],
+)
+async def test_llm_errors_end_the_job_with_one_error_event(
+    fleet: WorkerFleet, producer: Producer, directive: str, kind: str
+) -> None:
+    fleet.start(1)
+    job = await producer.enqueue([{"role": "user", "content": f"fail {directive}"}])
+    with pytest.raises(JobFailed) as failed:
+        await job.result(timeout=15)
+    assert failed.value.kind == kind and not failed.value.retryable
+    events = await events_of(producer, job.id)
+    assert [event.type for event in events] == ["started", "error"]
+    assert events[-1].kind == kind
+
+
+async def test_a_transient_failure_before_the_first_token_is_retried(
+    fleet: WorkerFleet, producer: Producer
+) -> None:
+    fleet.start(1)
+    job = await producer.enqueue(
+        [{"role": "user", "content": "flaky [[arkq:status=503 retry_after=0 times=1]]"}]
+    )
+    result = await job.result(timeout=30)
+    assert result.text and result.finish_reason == "stop"
+
+
+async def test_the_same_job_id_runs_once(fleet: WorkerFleet, producer: Producer) -> None:
+    fleet.start(1)
+    messages = [{"role": "user", "content": "once"}]
+    first = await producer.enqueue(messages, job_id="idempotent-1")
+    await first.result(timeout=15)
+    second = await producer.enqueue(messages, job_id="idempotent-1")
+    await asyncio.sleep(0.5)
+    events = await events_of(producer, second.id)
+    assert [event.type for event in events].count("started") == 1
