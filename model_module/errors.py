@@ -1,0 +1,237 @@
+"""One exception type for every way an LLM call can fail, with what a caller needs to react.
+
+A worker has to decide, per failure, whether to retry now, retry later (`retry_after`), give up on the
+job, or tell the user their prompt is too long. The openai SDK spreads that over a dozen exception
+classes, HTTP statuses and in-stream error objects; `ModelError.kind` folds them into one small set, and
+`retryable` says whether trying the same request again can help.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC
+from typing import Any, Literal, get_args
+
+import httpx2
+import openai
+
+ErrorKind = Literal[
+    "timeout",
+    "connect",
+    "rate_limit",
+    "server_error",
+    "bad_request",
+    "context_overflow",
+    "auth",
+    "stream",
+]
+ERROR_KINDS: frozenset[str] = frozenset(get_args(ErrorKind))
+#: Kinds where the same request may succeed on a later try: the fault is transient or on the server side.
+RETRYABLE_KINDS: frozenset[str] = frozenset({"timeout", "connect", "rate_limit", "server_error", "stream"})
+
+# SGLang: "The input (N tokens) is longer than the model's context length (M tokens)." and
+# "Requested token count exceeds the model's maximum context length ..."; OpenAI and vLLM word it
+# "This model's maximum context length is N tokens" / code "context_length_exceeded".
+_CONTEXT_OVERFLOW = re.compile(
+    r"longer than the model'?s context length"
+    r"|exceeds the model'?s maximum context length"
+    r"|maximum context length is"
+    r"|context_length_exceeded",
+    re.IGNORECASE,
+)
+
+
+class ModelError(Exception):
+    """An LLM call failed; `kind` says how, `retryable` whether trying again can help."""
+
+    kind: ErrorKind
+    message: str
+    retryable: bool
+    #: Seconds the server asked us to wait (Retry-After), if it said.
+    retry_after: float | None
+    status_code: int | None
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown ModelError kind {kind!r}; expected one of {sorted(ERROR_KINDS)}")
+        super().__init__(kind, message)
+        self.kind = kind
+        self.message = message
+        self.retryable = kind in RETRYABLE_KINDS if retryable is None else retryable
+        self.retry_after = retry_after
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        status = f" (HTTP {self.status_code})" if self.status_code is not None else ""
+        return f"{self.kind}{status}: {self.message}"
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelError(kind={self.kind!r}, message={self.message!r}, retryable={self.retryable!r}, "
+            f"retry_after={self.retry_after!r}, status_code={self.status_code!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception pickling replays `args`; spell out every field so a pickled error (arq's default
+        # result serializer) comes back whole.
+        return (type(self), (self.kind, self.message, self.retryable, self.retry_after, self.status_code))
+
+
+def is_context_overflow(message: str | None) -> bool:
+    return bool(message) and _CONTEXT_OVERFLOW.search(message or "") is not None
+
+
+def kind_for_status(status_code: int, message: str | None = None) -> ErrorKind:
+    """The kind of an HTTP error status (or an in-stream error's numeric code)."""
+    if status_code == 408:
+        return "timeout"
+    if status_code == 429:
+        return "rate_limit"
+    if status_code in (401, 403):
+        return "auth"
+    if 400 <= status_code < 500:
+        return "context_overflow" if is_context_overflow(message) else "bad_request"
+    return "server_error"
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP-date); None if absent.
+
+    A date in the past means "now" (0.0). Unparseable values are ignored rather than failing the error
+    path: a wrong header must not hide the real error.
+    """
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = _header(headers, name)
+        if raw is None:
+            continue
+        try:
+            seconds = float(raw) / scale
+        except ValueError:
+            continue
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
+    raw_date = _header(headers, "retry-after")
+    if not raw_date:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(raw_date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP-dates are GMT; a "-0000" zone parses as naive
+        when = when.replace(tzinfo=UTC)
+    current = time.time() if now is None else now
+    return max(when.timestamp() - current, 0.0)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None or isinstance(headers, httpx2.Headers):
+        return value
+    for key, candidate in headers.items():  # a plain dict: header names are case-insensitive
+        if key.lower() == name:
+            return candidate
+    return None
+
+
+def _status_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str) and inner["message"]:
+            return str(inner["message"])
+        if isinstance(inner, str) and inner:  # e.g. SGLang's 401 body {"error": "Unauthorized"}
+            return inner
+    if isinstance(body, str) and body:
+        return body
+    return exc.message
+
+
+def from_openai_error(exc: BaseException) -> ModelError:
+    """Classify an exception raised by the openai client (or by the transport under it)."""
+    if isinstance(exc, ModelError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelError("timeout", f"request timed out: {_cause_text(exc)}")
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelError("connect", f"cannot reach the LLM server: {_cause_text(exc)}")
+    if isinstance(exc, openai.APIStatusError):
+        message = _status_message(exc)
+        kind = kind_for_status(exc.status_code, message)
+        if kind == "bad_request" and exc.code == "context_length_exceeded":
+            kind = "context_overflow"
+        return ModelError(
+            kind,
+            message,
+            retry_after=parse_retry_after(exc.response.headers),
+            status_code=exc.status_code,
+        )
+    if isinstance(exc, openai.APIResponseValidationError):
+        # A 2xx body that is not a chat completion: the same request will get the same answer.
+        return ModelError("server_error", f"malformed response: {exc.message}", retryable=False)
+    if isinstance(exc, openai.APIError):
+        # The SDK's typed stream raises a bare APIError for an in-stream `{"error": ...}` event.
+        body = exc.body if isinstance(exc.body, Mapping) else {"message": exc.message}
+        return from_stream_error(body)
+    if isinstance(exc, httpx2.TimeoutException):
+        return ModelError("timeout", f"no data from the LLM server in time: {_cause_text(exc)}")
+    if isinstance(exc, httpx2.RequestError):
+        return ModelError("stream", f"the response stream broke: {_cause_text(exc)}")
+    return ModelError("server_error", f"{type(exc).__name__}: {exc}", retryable=False)
+
+
+def from_stream_error(error: Mapping[str, Any] | Any) -> ModelError:
+    """Classify SGLang's in-stream error object, the value of `data: {"error": {...}}`.
+
+    SGLang puts the HTTP status it would have sent in `code` (e.g. 503 "The request queue is full.", 400
+    for a prompt that is too long), so it is classified like a status; without a usable code, the
+    `type` tells a client fault from a server one.
+    """
+    if not isinstance(error, Mapping):
+        return ModelError("server_error", f"error in the response stream: {error!r}")
+    raw_message = error.get("message")
+    message = raw_message if isinstance(raw_message, str) and raw_message else "error in the response stream"
+    code = _as_status(error.get("code"))
+    if code is not None:
+        return ModelError(kind_for_status(code, message), message, status_code=code)
+    if is_context_overflow(message) or error.get("code") == "context_length_exceeded":
+        return ModelError("context_overflow", message)
+    err_type = str(error.get("type") or "").lower()
+    if "badrequest" in err_type or "invalid_request" in err_type:
+        return ModelError("bad_request", message)
+    return ModelError("server_error", message)
+
+
+def stream_incomplete(detail: str) -> ModelError:
+    """The stream ended without its `[DONE]` terminator: the answer may be truncated."""
+    return ModelError("stream", f"the response stream ended early: {detail}")
+
+
+def _as_status(code: Any) -> int | None:
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, int):
+        return code if 100 <= code <= 599 else None
+    if isinstance(code, str) and code.isdigit():
+        value = int(code)
+        return value if 100 <= value <= 599 else None
+    return None
+
+
+def _cause_text(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause):
+        return f"{type(cause).__name__}: {cause}"
+    return str(exc) or type(exc).__name__

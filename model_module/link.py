@@ -1,0 +1,353 @@
+"""`ArkModelLink`: the one way arkq talks to the SGLang (OpenAI-compatible) server.
+
+It keeps the ARKOS model module's API (`generate_response`, `generate_stream`, `make_llm_call`) and
+adds `stream`, the typed event stream the worker consumes. Compared with the ARKOS version:
+
+* one `AsyncOpenAI` per link, not one per call: a new client costs ~20 ms and a fresh connection pool;
+* failures raise `ModelError` instead of returning "Error: ..." strings that would reach users as
+  answers;
+* the link is the only retry layer (`max_retries=0` on the client) and retries only before the first
+  delta: after that, the caller has already forwarded tokens and a silent restart would duplicate them;
+* streams are read as raw SSE lines, one JSON decode per chunk, because the SDK's typed chunks cost
+  about six times more CPU per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx2
+import openai
+from openai import AsyncOpenAI
+from pydantic import SecretStr
+
+from config_module import loader as _config_loader
+from model_module.errors import ModelError, from_openai_error, stream_incomplete
+from model_module.events import Finish, StreamEvent, TextDelta
+from model_module.messages import Message, format_messages
+from model_module.retry import RetryPolicy
+from model_module.sse import ChunkDecoder
+
+logger = logging.getLogger(__name__)
+
+MessageLike = Message | Mapping[str, Any]
+_T = TypeVar("_T")
+
+#: After `[DONE]`, how long to wait for the end of the HTTP body so the connection can be reused. A
+#: compliant server ends it at once; one that does not must not hold the answer back.
+_DRAIN_AFTER_DONE_S = 0.1
+
+
+def _check_max_tokens(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"max_tokens must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_temperature(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
+        raise ValueError(f"temperature must be a number from 0 to 2, got {value!r}")
+    return float(value)
+
+
+def _check_seconds(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_retries(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"max_retries must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _pick(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class ArkModelLink:
+    """A connection to one OpenAI-compatible chat model, with arkq's error and retry policy.
+
+    Every argument left as None takes its value from `config.llm` when the link is built. Use it as
+    `async with ArkModelLink() as llm:` or call `aclose()` when done, to release the connection pool.
+    """
+
+    def __init__(
+        self,
+        model_name: str | None = None,
+        base_url: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        *,
+        api_key: str | SecretStr | None = None,
+        connect_timeout_s: float | None = None,
+        read_timeout_s: float | None = None,
+        max_retries: int | None = None,
+        backoff_base_s: float | None = None,
+        backoff_max_s: float | None = None,
+    ) -> None:
+        llm = _config_loader.config.llm
+        self.model_name: str = _pick(model_name, llm.model_name)
+        self.base_url: str = _pick(base_url, llm.base_url)
+        self.max_tokens: int = _check_max_tokens(_pick(max_tokens, llm.max_tokens))
+        self.temperature: float = _check_temperature(_pick(temperature, llm.temperature))
+        key = _pick(api_key, llm.api_key)
+        self._api_key: str | None = key.get_secret_value() if isinstance(key, SecretStr) else key
+        self.connect_timeout_s = _check_seconds(
+            "connect_timeout_s", _pick(connect_timeout_s, llm.connect_timeout_s)
+        )
+        self.read_timeout_s = _check_seconds("read_timeout_s", _pick(read_timeout_s, llm.read_timeout_s))
+        self.max_retries: int = _check_retries(_pick(max_retries, llm.max_retries))
+        self.backoff_base_s = _check_seconds("backoff_base_s", _pick(backoff_base_s, llm.backoff_base_s))
+        self.backoff_max_s = _check_seconds("backoff_max_s", _pick(backoff_max_s, llm.backoff_max_s))
+        if not self.model_name:
+            raise ValueError("model_name must not be empty")
+        if not self.base_url:
+            raise ValueError("base_url must not be empty")
+        self.retry_policy = RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s)
+        self._client: AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"ArkModelLink(model_name={self.model_name!r}, base_url={self.base_url!r}, "
+            f"max_tokens={self.max_tokens!r}, temperature={self.temperature!r})"
+        )
+
+    # -- client lifecycle -------------------------------------------------------------------------
+
+    @property
+    def client(self) -> AsyncOpenAI:
+        """The link's `AsyncOpenAI`, created on first use and then reused with its connection pool.
+
+        A pool's connections belong to the event loop that opened them, so a link used from a new loop
+        (a second `asyncio.run`, one loop per test) gets a new client instead of a broken pool.
+        """
+        loop = _running_loop()
+        client = self._client
+        if client is None or (loop is not None and self._client_loop not in (None, loop)):
+            client = self._new_client()
+            self._client = client
+            self._client_loop = loop
+        elif self._client_loop is None:
+            self._client_loop = loop
+        return client
+
+    def _new_client(self) -> AsyncOpenAI:
+        return AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=self._api_key or "-",  # SGLang without --api-key accepts anything
+            max_retries=0,
+            # `read` bounds the silence before the first token and between chunks, not the whole call.
+            timeout=httpx2.Timeout(self.read_timeout_s, connect=self.connect_timeout_s),
+        )
+
+    async def aclose(self) -> None:
+        """Close the client and its connections. The link stays usable: a later call opens a new one."""
+        client, self._client, self._client_loop = self._client, None, None
+        if client is not None:
+            await client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _format_messages(self, messages: Sequence[MessageLike]) -> list[dict[str, Any]]:
+        """The OpenAI wire format of `messages`; tool calls and tool results are kept."""
+        return format_messages(messages)
+
+    def _params(
+        self,
+        messages: Sequence[MessageLike],
+        json_schema: Mapping[str, Any] | None,
+        *,
+        max_tokens: int | None,
+        temperature: float | None,
+        model: str | None,
+        rid: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model_name if model is None else model,
+            "messages": self._format_messages(messages),
+            "max_tokens": self.max_tokens if max_tokens is None else _check_max_tokens(max_tokens),
+            "temperature": self.temperature if temperature is None else _check_temperature(temperature),
+        }
+        if not params["model"]:
+            raise ValueError("model must not be empty")
+        if json_schema is not None:
+            params["response_format"] = json_schema
+        if tools:
+            params["tools"] = list(tools)
+        body = dict(extra_body) if extra_body else {}
+        if rid is not None:
+            body["rid"] = rid  # SGLang's request id: lets the caller abort it with /abort_request
+        if body:
+            params["extra_body"] = body
+        return params
+
+    async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except ModelError as error:
+                delay = self.retry_policy.delay_for(error, attempt)
+                if delay is None:
+                    raise
+                self._log_retry(error, attempt, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    def _log_retry(self, error: ModelError, attempt: int, delay: float) -> None:
+        logger.warning(
+            "LLM call failed (%s); retry %d of %d in %.2f s", error, attempt + 1, self.max_retries, delay
+        )
+
+    async def stream(
+        self,
+        messages: Sequence[MessageLike],
+        json_schema: Mapping[str, Any] | None = None,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        model: str | None = None,
+        rid: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Stream the model's answer as typed events, ending with exactly one `Finish`.
+
+        Transient failures are retried only until the first delta has been yielded; after it, any
+        failure raises `ModelError` at once, because the caller has already passed the partial answer
+        on. Closing the iterator early closes the HTTP stream (SGLang then aborts the request; send
+        `rid` to be able to abort it explicitly too).
+        """
+        params = self._params(
+            messages,
+            json_schema,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            model=model,
+            rid=rid,
+            tools=tools,
+            extra_body=extra_body,
+        )
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
+        attempt = 0
+        while True:
+            started = False
+            try:
+                async with aclosing(self._stream_once(params)) as events:
+                    async for event in events:
+                        started = True
+                        yield event
+                return
+            except ModelError as error:
+                delay = None if started else self.retry_policy.delay_for(error, attempt)
+                if delay is None:
+                    raise
+                self._log_retry(error, attempt, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _stream_once(self, params: dict[str, Any]) -> AsyncGenerator[StreamEvent, None]:
+        decoder = ChunkDecoder()
+        feed = decoder.feed
+        try:
+            # with_streaming_response still raises the typed status errors (before the body is read),
+            # but hands back the raw body instead of parsing every chunk into pydantic models.
+            async with self.client.chat.completions.with_streaming_response.create(**params) as response:
+                lines = response.iter_lines()
+                async for line in lines:
+                    for event in feed(line):
+                        yield event
+                    if decoder.done:
+                        break
+                else:
+                    for event in decoder.flush():
+                        yield event
+                if decoder.done:
+                    await _drain(lines)
+        except (openai.APIError, httpx2.RequestError) as exc:
+            raise from_openai_error(exc) from exc
+        if not decoder.done:
+            raise stream_incomplete("the server closed the stream without [DONE]")
+        yield Finish(decoder.finish_reason, decoder.usage)
+
+    async def generate_response(
+        self, messages: Sequence[MessageLike], json_schema: Mapping[str, Any] | None = None
+    ) -> str:
+        """The model's whole answer, from one non-streamed call (retried like `stream`)."""
+        params = self._params(messages, json_schema, max_tokens=None, temperature=None, model=None)
+        return await self._retrying(lambda: self._complete_once(params))
+
+    async def _complete_once(self, params: dict[str, Any]) -> str:
+        try:
+            completion = await self.client.chat.completions.create(**params)
+        except openai.APIError as exc:
+            raise from_openai_error(exc) from exc
+        if not completion.choices:
+            raise ModelError("server_error", "the response has no choices")
+        return completion.choices[0].message.content or ""
+
+    async def generate_stream(self, messages: Sequence[MessageLike]) -> AsyncGenerator[str, None]:
+        """The answer's text as it is generated (reasoning and tool calls left out)."""
+        async with aclosing(self._text_stream(messages, None)) as texts:
+            async for text in texts:
+                yield text
+
+    async def _text_stream(
+        self, messages: Sequence[MessageLike], json_schema: Mapping[str, Any] | None
+    ) -> AsyncGenerator[str, None]:
+        # aclosing: a consumer that stops early closes the HTTP stream now, not whenever GC runs.
+        async with aclosing(self.stream(messages, json_schema)) as events:
+            async for event in events:
+                if type(event) is TextDelta:
+                    yield event.text
+
+    async def make_llm_call(
+        self,
+        messages: Sequence[MessageLike],
+        json_schema: Mapping[str, Any] | None,
+        stream: bool = False,
+    ) -> str | AsyncIterator[str]:
+        """The ARKOS low-level call: the answer text, or with `stream=True` an iterator of its pieces."""
+        if stream:
+            return self._text_stream(messages, json_schema)
+        return await self.generate_response(messages, json_schema)
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows `[DONE]` (normally just the end of the body) so the connection is reused."""
+    try:
+        async with asyncio.timeout(_DRAIN_AFTER_DONE_S):
+            async for _ in lines:
+                pass
+    except (TimeoutError, httpx2.RequestError):
+        pass  # the answer is complete; a connection that cannot be reused is simply closed

@@ -1,0 +1,236 @@
+"""ArkModelLink over real HTTP against tiny scripted servers, for wire cases an emulator cannot express:
+exact chunk framing, a stream that ends cleanly without [DONE], silence between chunks, a server that
+keeps the connection open after [DONE], connection reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from model_module import ArkModelLink, Finish, ModelError, StreamEvent, TextDelta, UserMessage
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+HI = [UserMessage(content="hi")]
+
+
+class Server:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.requests: list[dict[str, Any]] = []
+        self.peers: list[tuple[str, int]] = []
+
+
+@asynccontextmanager
+async def serve(handler: Handler) -> AsyncIterator[Server]:
+    server: Server | None = None
+
+    async def recorded(request: web.Request) -> web.StreamResponse:
+        assert server is not None
+        server.requests.append(await request.json())
+        server.peers.append(request.transport.get_extra_info("peername") if request.transport else ("", 0))
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", recorded)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server = Server(f"http://127.0.0.1:{port}/v1")
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+def chunk(delta: dict[str, Any] | None, finish_reason: str | None = None, **extra: Any) -> bytes:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+    body = {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": choices, **extra}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse_handler(
+    *parts: bytes, hold_open_s: float = 0.0, pause_before: int = -1, pause_s: float = 0.0
+) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for number, part in enumerate(parts):
+            if number == pause_before:
+                await asyncio.sleep(pause_s)
+            await response.write(part)
+        if hold_open_s:
+            await asyncio.sleep(hold_open_s)
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+def link(server: Server, **kwargs: Any) -> ArkModelLink:
+    settings: dict[str, Any] = {"max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.02}
+    settings.update(kwargs)
+    return ArkModelLink(model_name="m", base_url=server.base_url, **settings)
+
+
+async def collect(llm: ArkModelLink, **kwargs: Any) -> list[StreamEvent]:
+    return [event async for event in llm.stream(HI, **kwargs)]
+
+
+async def test_sglang_shaped_stream() -> None:
+    parts = (
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Hel"}) + chunk({"content": "lo, "}),  # two events in one TCP write
+        chunk({"content": "world"}),
+        chunk({}, finish_reason="stop", matched_stop=2),
+        chunk(None, usage=USAGE),
+        DONE,
+    )
+    async with serve(sse_handler(*parts)) as server, link(server) as llm:
+        events = await collect(llm, rid="job-42", max_tokens=7, temperature=0.1, model="other")
+    assert events == [TextDelta("Hel"), TextDelta("lo, "), TextDelta("world"), Finish("stop", USAGE)]
+    sent = server.requests[0]
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+    assert (sent["rid"], sent["max_tokens"], sent["temperature"], sent["model"]) == (
+        "job-42",
+        7,
+        0.1,
+        "other",
+    )
+
+
+async def test_crlf_framing_and_split_writes() -> None:
+    body = chunk({"content": "a"}) + chunk({"content": "é"}) + chunk({}, "length") + DONE
+    body = body.replace(b"\n", b"\r\n")
+    pieces = tuple(body[i : i + 7] for i in range(0, len(body), 7))  # lines and UTF-8 split across reads
+    async with serve(sse_handler(*pieces)) as server, link(server) as llm:
+        events = await collect(llm)
+    assert events == [TextDelta("a"), TextDelta("é"), Finish("length", None)]
+
+
+async def test_clean_end_without_done_after_delta_is_a_stream_error_without_retry() -> None:
+    async with serve(sse_handler(chunk({"content": "partial"}))) as server, link(server) as llm:
+        seen: list[StreamEvent] = []
+        with pytest.raises(ModelError) as caught:
+            async for event in llm.stream(HI):
+                seen.append(event)
+    assert seen == [TextDelta("partial")]
+    assert (caught.value.kind, caught.value.retryable) == ("stream", True)
+    assert len(server.requests) == 1
+
+
+async def test_empty_stream_is_retried_then_fails() -> None:
+    async with serve(sse_handler(chunk({"role": "assistant", "content": ""}))) as server, link(server) as llm:
+        with pytest.raises(ModelError) as caught:
+            await collect(llm)
+    assert caught.value.kind == "stream"
+    assert len(server.requests) == 3  # first try + max_retries
+
+
+async def test_in_stream_error_before_first_delta_is_retried() -> None:
+    calls = 0
+    queue_full = {"error": {"object": "error", "message": "The request queue is full.", "code": 503}}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return await sse_handler(b"data: " + json.dumps(queue_full).encode() + b"\n\n", DONE)(request)
+        return await sse_handler(chunk({"content": "ok"}), chunk({}, "stop"), DONE)(request)
+
+    async with serve(handler) as server, link(server) as llm:
+        events = await collect(llm)
+    assert events == [TextDelta("ok"), Finish("stop", None)]
+    assert len(server.requests) == 2
+
+
+async def test_status_errors_are_typed_and_retried_by_the_link_only() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = {"object": "error", "message": "engine crashed", "type": "InternalServerError", "code": 500}
+        return web.json_response(body, status=500)
+
+    async with serve(handler) as server, link(server, max_retries=2) as llm:
+        with pytest.raises(ModelError) as caught:
+            await collect(llm)
+        assert (caught.value.kind, caught.value.status_code) == ("server_error", 500)
+        assert caught.value.message == "engine crashed"
+        assert len(server.requests) == 3  # the SDK's own retries are off: exactly 1 + max_retries
+        with pytest.raises(ModelError):
+            await llm.generate_response(HI)
+        assert len(server.requests) == 6
+
+
+async def test_auth_error_is_not_retried() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"message": "bad key", "code": 401}, status=401)
+
+    async with serve(handler) as server, link(server) as llm:
+        with pytest.raises(ModelError) as caught:
+            await collect(llm)
+    assert (caught.value.kind, caught.value.retryable) == ("auth", False)
+    assert isinstance(caught.value.__cause__, Exception)
+    assert len(server.requests) == 1
+
+
+async def test_silence_after_first_delta_is_a_timeout_without_retry() -> None:
+    handler = sse_handler(chunk({"content": "a"}), chunk({"content": "b"}), DONE, pause_before=1, pause_s=2)
+    async with serve(handler) as server, link(server, read_timeout_s=0.3) as llm:
+        seen: list[StreamEvent] = []
+        with pytest.raises(ModelError) as caught:
+            async for event in llm.stream(HI):
+                seen.append(event)
+    assert seen == [TextDelta("a")]
+    assert (caught.value.kind, caught.value.retryable) == ("timeout", True)
+    assert len(server.requests) == 1
+
+
+async def test_finish_does_not_wait_for_a_server_that_holds_the_stream_open() -> None:
+    handler = sse_handler(chunk({"content": "a"}), chunk({}, "stop"), DONE, hold_open_s=5)
+    async with serve(handler) as server, link(server, read_timeout_s=10) as llm:
+        started = time.perf_counter()
+        events = await collect(llm)
+        elapsed = time.perf_counter() - started
+    assert events[-1] == Finish("stop", None)
+    assert elapsed < 2
+
+
+async def test_connection_is_reused_across_streams() -> None:
+    async with serve(sse_handler(chunk({"content": "a"}), DONE)) as server, link(server) as llm:
+        for _ in range(3):
+            assert await collect(llm) == [TextDelta("a"), Finish(None, None)]
+        assert await llm.generate_stream(HI).__anext__() == "a"
+    assert len(set(server.peers[:3])) == 1
+
+
+async def test_closing_the_stream_early_closes_the_request() -> None:
+    disconnected = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            while True:
+                await response.write(chunk({"content": "x"}))
+                await asyncio.sleep(0.01)
+        except (ConnectionResetError, asyncio.CancelledError):
+            disconnected.set()
+            raise
+
+    async with serve(endless) as server, link(server) as llm:
+        texts = llm.generate_stream(HI)
+        assert await texts.__anext__() == "x"
+        await texts.aclose()
+        await asyncio.wait_for(disconnected.wait(), 2)
