@@ -1,0 +1,69 @@
+"""An SGLang-compatible OpenAI server emulator for development, tests and benchmarks.
+
+It speaks SGLang's wire format (chunk shapes, ``null`` handling, error bodies and
+messages, abort semantics) and answers with deterministic text derived from a hash of the
+conversation, so no GPU is needed and results are reproducible.
+
+Endpoints
+---------
+``GET /health``, ``GET /health_generate`` (200, empty body), ``GET /v1/models``,
+``GET /v1/models/{model}``, ``GET /get_model_info``, ``POST /v1/chat/completions``
+(streamed or not), ``POST /abort_request`` (``{"rid": ...}`` or ``{"abort_all": true}``;
+unknown rids are a no-op 200) and, emulator-only, ``GET /stats`` (live counters, see
+:class:`~arkq.fake_llm.stats.Stats`). With ``api_key`` set, everything but ``/health*``,
+``/metrics`` and ``/stats`` needs ``Authorization: Bearer <key>`` (else 401
+``{"error": "Unauthorized"}``).
+
+Generation
+----------
+Plain answers are 16..48 lorem-ipsum words (one word per token, fixed per conversation);
+``max_tokens``/``max_completion_tokens`` caps them (``finish_reason: length``), ``stop``
+strings end them early. ``response_format`` ``json_schema`` yields a JSON instance of the
+schema and ``json_object`` any JSON object, streamed in small pieces (an unusable schema
+fails like SGLang's grammar compiler: 400 "Invalid grammar request: ..." when not
+streamed, an in-stream error event when streamed). With ``tools`` (and ``tool_choice``
+not ``"none"``) the answer is one call to the first tool (or the named one) whose
+arguments are an instance of its ``parameters`` schema, ``finish_reason: tool_calls``.
+``usage.prompt_tokens`` is an estimate (words of all messages + 4 per message + 3).
+
+Fault directives
+----------------
+Any message may contain directives; their text is ignored for generation::
+
+    directive := "[[arkq:" item (" " item)* "]]"
+    item      := key "=" number
+
+=====================  =====================================================================
+``tokens=N``           exactly N content tokens (plain text only), before ``max_tokens``
+``reasoning=N``        N ``reasoning_content`` tokens before the content (as with
+                       ``--reasoning-parser``)
+``ttft_ms=X``          delay before the first token, for this request
+``itl_ms=X``           delay between tokens, for this request
+``status=CODE``        answer with HTTP CODE and SGLang's error body instead of generating
+                       ("The request queue is full." for 503, "Injected fault" otherwise);
+                       streamed requests too
+``retry_after=S``      with ``status``: add ``Retry-After: S``
+``context_overflow=1`` 400 "The input (N tokens) is longer than the model's context length
+                       (M tokens)."
+``stream_error=CODE``  after ``error_after`` tokens: the scheduler aborts with CODE; a stream
+                       gets ``data: {"error": {...}}`` (then the usage chunk if asked, then
+                       ``[DONE]``), a non-streamed request gets HTTP CODE
+``error_after=K``      tokens delivered before ``stream_error`` fires (default 0)
+``cut_after=K``        after K tokens drop the TCP connection (no finish chunk, no
+                       ``[DONE]``)
+``times=N``            the fault keys (status, stream_error, cut_after, context_overflow) only
+                       fire for the first N requests carrying the same directive text; later
+                       ones succeed
+=====================  =====================================================================
+
+Token counts for ``error_after``/``cut_after`` include reasoning tokens and tool-call
+fragments. Several directives combine; later values win. A malformed directive is a 400.
+"""
+
+from __future__ import annotations
+
+from .app import create_app
+from .server import FakeLLMServer, run, running_fake_llm
+from .stats import Stats
+
+__all__ = ["FakeLLMServer", "Stats", "create_app", "run", "running_fake_llm"]

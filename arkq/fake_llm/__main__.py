@@ -1,0 +1,42 @@
+"""``python -m arkq.fake_llm``: run the SGLang emulator from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from .server import run
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m arkq.fake_llm",
+        description="SGLang-compatible OpenAI server emulator with deterministic output and fault injection.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=30000)
+    parser.add_argument("--model", default="tgi", help="served model name (default: %(default)s)")
+    parser.add_argument("--ttft-ms", type=float, default=0.0, help="delay before the first token")
+    parser.add_argument("--itl-ms", type=float, default=0.0, help="delay between tokens")
+    parser.add_argument("--context-length", type=int, default=32768)
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer <key>'")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    run(
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        ttft_ms=args.ttft_ms,
+        itl_ms=args.itl_ms,
+        context_length=args.context_length,
+        api_key=args.api_key,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""HTTP routes of the emulator (aiohttp), mirroring SGLang's ``http_server.py``."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from . import completion
+from .completion import Turn, fault_error
+from .directives import DirectiveError, Directives, FaultBudget, parse_directives
+from .generation import GrammarError, estimate_prompt_tokens, plan_output
+from .protocol import ApiError, ChatRequest, parse_chat_request
+from .registry import Registry
+from .stats import Stats
+from .wire import ChunkEncoder, dumps, error_body, model_card
+
+__all__ = ["STATE", "FakeLLMState", "create_app"]
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class FakeLLMState:
+    """Configuration and live state of one emulator instance."""
+
+    model: str
+    ttft_ms: float
+    itl_ms: float
+    context_length: int
+    api_key: str | None
+    stats: Stats = field(default_factory=Stats)
+    registry: Registry = field(default_factory=Registry)
+    budget: FaultBudget = field(default_factory=FaultBudget)
+
+
+STATE = web.AppKey("arkq_fake_llm_state", FakeLLMState)
+
+
+def create_app(
+    *,
+    model: str = "tgi",
+    ttft_ms: float = 0,
+    itl_ms: float = 0,
+    context_length: int = 32768,
+    api_key: str | None = None,
+) -> web.Application:
+    """Build the emulator application (see the package docstring for its behaviour)."""
+    if ttft_ms < 0 or itl_ms < 0:
+        raise ValueError("ttft_ms and itl_ms must not be negative")
+    if context_length < 1:
+        raise ValueError("context_length must be positive")
+    state = FakeLLMState(
+        model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, context_length=context_length, api_key=api_key
+    )
+    middlewares = [_auth_middleware(api_key)] if api_key else []
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
+    app[STATE] = state
+    app.router.add_get("/health", _health)
+    app.router.add_get("/health_generate", _health)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model:.+}", _model)
+    app.router.add_get("/get_model_info", _model_info)
+    app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_post("/abort_request", _abort_request)
+    app.router.add_get("/stats", _stats)
+    return app
+
+
+# -- plumbing ----------------------------------------------------------------------------
+
+
+def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=dumps(value), status=status, headers=headers, content_type="application/json")
+
+
+def _error_response(error: ApiError) -> web.Response:
+    body = error.body if error.body is not None else error_body(error.message, error.err_type, error.status)
+    return _json(body, status=error.status, headers=error.headers)
+
+
+def _auth_middleware(api_key: str) -> Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]:
+    """SGLang's ``add_api_key_middleware``: /health* and /metrics stay open.
+
+    ``/stats`` is the emulator's own endpoint and stays open too, so harnesses can read it
+    without knowing the key.
+    """
+    expected = "Bearer " + api_key
+
+    @web.middleware
+    async def auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        path = request.path
+        if (
+            request.method == "OPTIONS"
+            or path.startswith(("/health", "/metrics"))
+            or path == "/stats"
+            or request.headers.get("Authorization") == expected
+        ):
+            return await handler(request)
+        return _json({"error": "Unauthorized"}, status=401)
+
+    return auth
+
+
+async def _read_json(request: web.Request) -> object:
+    media_type = request.content_type.lower()
+    if media_type != "application/json":
+        raise ApiError(
+            "1 validation error:\n  {'loc': ['header', 'content-type'], 'msg': \"Unsupported Media Type: "
+            "Only 'application/json' is allowed\", 'type': 'value_error'}",
+            err_type="Bad Request",
+        )
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        error = {"type": "json_invalid", "loc": ("body", getattr(exc, "pos", 0)), "msg": "JSON decode error"}
+        raise ApiError(f"1 validation error:\n  {error!r} {[error]!r}", err_type="Bad Request") from None
+
+
+# -- routes ------------------------------------------------------------------------------
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+async def _models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    card = model_card(state.model, state.context_length, int(time.time()))
+    return _json({"object": "list", "data": [card]})
+
+
+async def _model(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    name = request.match_info["model"]
+    if name != state.model:
+        error = {
+            "message": f"The model '{name}' does not exist",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+        return _json({"error": error}, status=404)
+    return _json(model_card(name, state.context_length, int(time.time())))
+
+
+async def _model_info(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return _json(
+        {
+            "model_path": state.model,
+            "tokenizer_path": state.model,
+            "is_generation": True,
+            "preferred_sampling_params": None,
+            "weight_version": "default",
+        }
+    )
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return _json(request.app[STATE].stats.snapshot())
+
+
+async def _abort_request(request: web.Request) -> web.Response:
+    """Abort by rid; unknown rids are a silent no-op (200), exactly as in SGLang."""
+    state = request.app[STATE]
+    try:
+        body = await _read_json(request)
+    except ApiError as error:
+        return _error_response(error)
+    if not isinstance(body, dict):
+        return _error_response(ApiError("abort_request expects a JSON object", err_type="Bad Request"))
+    if body.get("abort_all"):
+        state.registry.abort_all()
+    elif isinstance(body.get("rid"), str):
+        state.registry.abort(body["rid"])
+    return web.Response(status=200)
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    stats = state.stats
+    stats.requests += 1
+    stats.active += 1
+    try:
+        return await _chat(request, state)
+    except ApiError as error:
+        stats.errors += 1
+        return _error_response(error)
+    finally:
+        stats.active -= 1
+
+
+async def _chat(request: web.Request, state: FakeLLMState) -> web.StreamResponse:
+    chat = parse_chat_request(await _read_json(request), context_length=state.context_length)
+    try:
+        faults = state.budget.apply(parse_directives(chat.texts))
+    except DirectiveError as exc:
+        raise ApiError(str(exc)) from None
+    prompt_tokens = _check_context(chat, faults, state)
+
+    if faults.status is not None:
+        state.stats.faults += 1
+        raise fault_error(faults.status, faults.retry_after)
+
+    rid = chat.rid or uuid.uuid4().hex
+    try:
+        plan = plan_output(chat, faults)
+    except GrammarError as exc:
+        message = exc.sglang_message
+        if not chat.stream:
+            raise ApiError(message) from None
+        state.stats.errors += 1
+        usage = ChunkEncoder(rid, chat.model).usage(prompt_tokens, 0, 0) if chat.include_usage else None
+        return await completion.reject_stream(request, message=message, code=400, usage=usage)
+
+    active = state.registry.open(rid)
+    try:
+        turn = Turn(
+            request=chat,
+            plan=plan,
+            faults=faults,
+            rid=rid,
+            prompt_tokens=prompt_tokens,
+            ttft=(faults.ttft_ms if faults.ttft_ms is not None else state.ttft_ms) / 1000,
+            itl=(faults.itl_ms if faults.itl_ms is not None else state.itl_ms) / 1000,
+            active=active,
+            stats=state.stats,
+        )
+        if chat.stream:
+            return await completion.stream(request, turn)
+        return await completion.complete(request, turn)
+    finally:
+        state.registry.close(active)
+
+
+def _check_context(chat: ChatRequest, faults: Directives, state: FakeLLMState) -> int:
+    """The tokenizer manager's length checks, worded as SGLang words them."""
+    prompt_tokens = estimate_prompt_tokens(chat)
+    context = state.context_length
+    if faults.context_overflow:
+        state.stats.faults += 1
+        prompt_tokens = max(prompt_tokens, context + 1)
+    if prompt_tokens >= context:
+        raise ApiError(
+            f"The input ({prompt_tokens} tokens) is longer than the model's "
+            f"context length ({context} tokens)."
+        )
+    if chat.max_tokens is not None and chat.max_tokens + prompt_tokens >= context:
+        total = chat.max_tokens + prompt_tokens
+        raise ApiError(
+            f"Requested token count exceeds the model's maximum context length of {context} tokens. "
+            f"You requested a total of {total} tokens: {prompt_tokens} tokens from the input messages and "
+            f"{chat.max_tokens} tokens for the completion. Please reduce the number of tokens in the input "
+            "messages or the completion to fit within the limit."
+        )
+    return prompt_tokens

@@ -1,0 +1,256 @@
+"""Delivering a planned completion over HTTP, streamed or not, with pacing and faults.
+
+The stream follows SGLang's ``_generate_chat_stream``: the role chunk goes out together
+with the first output, each token is its own chunk, ``finish_reason`` arrives in a chunk
+of its own, then the usage chunk (only with ``stream_options.include_usage``) and
+``[DONE]``. An abort from ``/abort_request`` is a graceful end (``finish_reason: abort``);
+an abort carrying an HTTP status (queue full, internal error) becomes an in-stream
+``{"error": ...}`` event, still followed by the usage chunk and ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .directives import Directives
+from .generation import OutputPlan
+from .protocol import ApiError, ChatRequest
+from .registry import ActiveRequest
+from .stats import Stats
+from .wire import DONE, ChunkEncoder, completion_body, dumps, stream_error_event, usage_dict
+
+__all__ = ["Turn", "complete", "fault_error", "fault_message", "reject_stream", "stream"]
+
+QUEUE_FULL_MESSAGE = "The request queue is full."
+INJECTED_MESSAGE = "Injected fault"
+UNAUTHORIZED = "Unauthorized"
+_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8"}
+_NEVER = 1 << 62
+
+
+def fault_message(code: int) -> str:
+    return QUEUE_FULL_MESSAGE if code == 503 else INJECTED_MESSAGE
+
+
+def fault_error(code: int, retry_after: int | None = None) -> ApiError:
+    """The HTTP error SGLang returns for a non-streamed request that fails with ``code``.
+
+    A 400 surfaces as a ``ValueError`` ("BadRequestError"); 500/503 aborts come through
+    ``HTTPException`` whose ``type`` is the status code as a string.
+    """
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    if code == 401:  # what SGLang's API-key middleware answers
+        return ApiError(UNAUTHORIZED, status=401, headers=headers, body={"error": UNAUTHORIZED})
+    err_type = "BadRequestError" if code == 400 else str(code)
+    return ApiError(fault_message(code), status=code, err_type=err_type, headers=headers)
+
+
+@dataclass(slots=True)
+class Turn:
+    """One accepted chat request, ready to be delivered."""
+
+    request: ChatRequest
+    plan: OutputPlan
+    faults: Directives
+    rid: str
+    prompt_tokens: int
+    ttft: float  # seconds
+    itl: float  # seconds
+    active: ActiveRequest
+    stats: Stats
+
+    @property
+    def fault_after(self) -> int:
+        """Tokens to deliver before the injected stream fault fires (never, if none)."""
+        if self.faults.cut_after is not None:
+            return self.faults.cut_after
+        if self.faults.stream_error is not None:
+            return self.faults.error_after
+        return _NEVER
+
+    def fault_fires(self, sent: int) -> bool:
+        """Whether the injected fault fires once ``sent`` tokens are out.
+
+        A fault asked for after more tokens than the answer has fires at its end, in
+        place of the finish chunk.
+        """
+        return self.fault_after != _NEVER and (
+            sent >= self.fault_after or sent == self.plan.completion_tokens
+        )
+
+    def reasoning_sent(self, sent: int) -> int:
+        return min(sent, len(self.plan.reasoning))
+
+
+def _tool_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"  # SGLang's format for every parser but kimi_k2
+
+
+def _token_chunks(turn: Turn, encoder: ChunkEncoder) -> Iterator[bytes]:
+    """One chunk per output token; ``b""`` for a token that adds no visible text."""
+    plan = turn.plan
+    for token in plan.reasoning:
+        yield encoder.reasoning(token) if token else b""
+    for token in plan.content:
+        yield encoder.content(token) if token else b""
+    if plan.tool_name is not None:
+        yield encoder.tool_call_start(_tool_call_id(), plan.tool_name)
+        for fragment in plan.tool_args:
+            yield encoder.tool_call_args(fragment) if fragment else b""
+
+
+def _cut_connection(http_request: web.Request) -> None:
+    """Drop the TCP connection mid-response, like a crashed server or a dead proxy."""
+    transport = http_request.transport
+    if transport is not None:
+        transport.abort()
+
+
+@dataclass(slots=True)
+class _Progress:
+    sent: int = 0  # output tokens delivered
+    role_sent: bool = False
+
+
+async def _send_tokens(
+    response: web.StreamResponse, turn: Turn, encoder: ChunkEncoder, progress: _Progress
+) -> None:
+    active, fault_after = turn.active, turn.fault_after
+    if turn.faults.stream_error is not None and fault_after == 0:
+        return  # rejected before the first output: no role chunk either
+    for chunk in _token_chunks(turn, encoder):
+        if progress.sent >= fault_after:
+            return
+        await active.sleep(turn.ttft if progress.sent == 0 else turn.itl)
+        if active.aborted:
+            return
+        if not progress.role_sent:
+            chunk = encoder.role() + chunk
+            progress.role_sent = True
+        if chunk:
+            await response.write(chunk)
+        progress.sent += 1
+
+
+async def stream(http_request: web.Request, turn: Turn) -> web.StreamResponse:
+    plan, stats = turn.plan, turn.stats
+    encoder = ChunkEncoder(turn.rid, turn.request.model)
+    response = web.StreamResponse(status=200, headers=_SSE_HEADERS)
+    await response.prepare(http_request)
+    progress = _Progress()
+    try:
+        await _send_tokens(response, turn, encoder, progress)
+        sent = progress.sent
+        tail = b"" if progress.role_sent else encoder.role()
+        if turn.active.aborted:
+            stats.aborted += 1
+            tail += encoder.finish("abort", None)
+        elif turn.fault_fires(sent):
+            stats.faults += 1
+            if turn.faults.cut_after is not None:
+                _cut_connection(http_request)
+                return response
+            code = turn.faults.stream_error
+            assert code is not None
+            stats.errors += 1
+            tail = stream_error_event(fault_message(code), code)
+        else:
+            stats.completed += 1
+            tail += encoder.finish(plan.finish_reason, plan.matched_stop)
+        if turn.request.include_usage:
+            tail += encoder.usage(turn.prompt_tokens, sent, turn.reasoning_sent(sent))
+        await response.write(tail + DONE)
+        await response.write_eof()
+    except ConnectionResetError:
+        stats.disconnected += 1
+    except asyncio.CancelledError:
+        stats.disconnected += 1
+        raise
+    finally:
+        stats.completion_tokens += progress.sent
+    return response
+
+
+async def complete(http_request: web.Request, turn: Turn) -> web.StreamResponse:
+    """Non-streamed delivery: wait as long as streaming would have taken, then answer."""
+    plan, active, stats = turn.plan, turn.active, turn.stats
+    total = plan.completion_tokens
+    target = min(total, turn.fault_after)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    duration = turn.ttft + turn.itl * max(target - 1, 0)
+    await active.sleep(duration)
+
+    sent = target
+    if active.aborted:
+        elapsed = loop.time() - started
+        if elapsed < turn.ttft:
+            sent = 0
+        elif turn.itl > 0:
+            sent = min(target, 1 + int((elapsed - turn.ttft) / turn.itl))
+    stats.completion_tokens += sent
+
+    if not active.aborted and turn.fault_fires(sent):
+        stats.faults += 1
+        if turn.faults.cut_after is not None:
+            _cut_connection(http_request)
+            return web.Response(status=200)  # never reaches the client: the socket is gone
+        assert turn.faults.stream_error is not None
+        raise fault_error(turn.faults.stream_error)
+
+    n_reasoning = turn.reasoning_sent(sent)
+    reasoning = "".join(plan.reasoning[:n_reasoning])
+    rest = sent - n_reasoning
+    content = "".join(plan.content[:rest])
+    tool_calls = None
+    if plan.tool_name is not None and rest > 0:
+        arguments = "".join(plan.tool_args[: rest - 1])
+        tool_calls = [
+            {
+                "id": _tool_call_id(),
+                "index": 0,
+                "type": "function",
+                "function": {"name": plan.tool_name, "arguments": arguments},
+            }
+        ]
+    if active.aborted:
+        stats.aborted += 1
+        finish, matched = "abort", None
+    else:
+        stats.completed += 1
+        finish, matched = plan.finish_reason, plan.matched_stop
+        if finish == "tool_calls":
+            matched = None  # the non-streamed tool-call path clears it; the stream keeps it
+    body = completion_body(
+        chunk_id=turn.rid,
+        model=turn.request.model,
+        content=content,
+        reasoning=reasoning,
+        tool_calls=tool_calls,
+        finish_reason=finish,
+        matched_stop=matched,
+        usage=usage_dict(turn.prompt_tokens, sent, n_reasoning),
+    )
+    return web.Response(text=dumps(body), content_type="application/json")
+
+
+async def reject_stream(
+    http_request: web.Request, *, message: str, code: int, usage: bytes | None
+) -> web.StreamResponse:
+    """A streamed request the scheduler aborts before any output, e.g. an invalid grammar.
+
+    SGLang has already committed to the 200 by then, so the error is an SSE event.
+    """
+    response = web.StreamResponse(status=200, headers=_SSE_HEADERS)
+    await response.prepare(http_request)
+    try:
+        await response.write(stream_error_event(message, code) + (usage or b"") + DONE)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
+    return response
