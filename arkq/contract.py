@@ -57,6 +57,8 @@ class GenerationRequest(BaseModel):
     max_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
     model: str | None = Field(None, min_length=1)
+    #: OpenAI tool definitions; the server may answer with tool calls (SGLang's --tool-call-parser).
+    tools: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("json_schema")
@@ -74,6 +76,19 @@ class GenerationRequest(BaseModel):
             raise ValueError("json_schema.name must be a non-empty string")
         if not isinstance(inner.get("schema"), Mapping):
             raise ValueError("json_schema.schema must be a JSON Schema object (a dict)")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _function_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for index, tool in enumerate(value or []):
+            function = tool.get("function")
+            named = isinstance(function, Mapping) and bool(function.get("name"))
+            if tool.get("type") != "function" or not named:
+                raise ValueError(
+                    f'tool {index} must look like {{"type": "function", "function": {{"name": ..., '
+                    f'"parameters": {{...}}}}}}'
+                )
         return value
 
     @field_validator("metadata")

@@ -128,4 +128,3 @@ async def follow(job: Job, *, as_json: bool, out: TextIO) -> int:
     elif last is not None:
         print(f"arkq: job {job.id} {last.type}", file=sys.stderr)
     return EXIT_JOB_FAILED
-

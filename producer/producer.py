@@ -83,6 +83,7 @@ class Producer:
         max_tokens: int | None = None,
         temperature: float | None = None,
         model: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> GenerationRequest:
         """The validated request, or InvalidRequest naming the field that is wrong."""
@@ -96,6 +97,7 @@ class Producer:
             "max_tokens": max_tokens,
             "temperature": temperature,
             "model": model,
+            "tools": tools,
             "metadata": metadata or {},
         }
         try:
@@ -112,6 +114,7 @@ class Producer:
         job_id: str | None = None,
         *,
         model: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Job:
         """Validate and enqueue one generation job.
@@ -125,6 +128,7 @@ class Producer:
             max_tokens=max_tokens,
             temperature=temperature,
             model=model,
+            tools=tools,
             metadata=metadata,
         )
         payload = request.model_dump(mode="json")

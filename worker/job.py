@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,24 +138,27 @@ async def _stream(
         temperature=request.temperature,
         model=request.model,
         rid=publisher.job_id,
+        tools=request.tools,
     )
-    async for delta in stream:
-        if isinstance(delta, TextDelta):
-            output.mark_first()
-            output.text.append(delta.text)
-            await publisher.publish(TokenEvent, text=delta.text)
-        elif isinstance(delta, ReasoningDelta):
-            output.mark_first()
-            output.reasoning.append(delta.text)
-            await publisher.publish(ReasoningEvent, text=delta.text)
-        elif isinstance(delta, ToolCallDelta):
-            output.mark_first()
-            output.add_tool_call(delta)
-            await publisher.publish(
-                ToolCallEvent, index=delta.index, id=delta.id, name=delta.name, arguments=delta.arguments
-            )
-        elif isinstance(delta, Finish):
-            return delta
+    # aclosing: a job stopped mid-stream closes its HTTP stream at once, freeing the server's slot.
+    async with aclosing(stream) as deltas:
+        async for delta in deltas:
+            if isinstance(delta, TextDelta):
+                output.mark_first()
+                output.text.append(delta.text)
+                await publisher.publish(TokenEvent, text=delta.text)
+            elif isinstance(delta, ReasoningDelta):
+                output.mark_first()
+                output.reasoning.append(delta.text)
+                await publisher.publish(ReasoningEvent, text=delta.text)
+            elif isinstance(delta, ToolCallDelta):
+                output.mark_first()
+                output.add_tool_call(delta)
+                await publisher.publish(
+                    ToolCallEvent, index=delta.index, id=delta.id, name=delta.name, arguments=delta.arguments
+                )
+            elif isinstance(delta, Finish):
+                return delta
     raise stream_incomplete("no finish event")
 
 

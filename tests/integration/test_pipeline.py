@@ -175,3 +175,38 @@ async def test_the_same_job_id_runs_once(fleet: WorkerFleet, producer: Producer)
     await asyncio.sleep(0.5)
     events = await events_of(producer, second.id)
     assert [event.type for event in events].count("started") == 1
+
+
+async def test_reasoning_and_tool_calls_get_their_own_events(fleet: WorkerFleet, producer: Producer) -> None:
+    fleet.start(1)
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+    job = await producer.enqueue(
+        [{"role": "user", "content": "Weather in Paris? [[arkq:reasoning=4]]"}], tools=[weather]
+    )
+    result = await job.result(timeout=15)
+    events = await events_of(producer, job.id)
+    assert_complete_sequence(events, job.id)
+    reasoning = [event.text for event in events if event.type == "reasoning"]
+    assert len(reasoning) == 4 and "".join(reasoning) == result.reasoning
+    fragments = [event for event in events if event.type == "tool_call"]
+    assert fragments[0].id and fragments[0].name == "get_weather"
+    assert result.finish_reason == "tool_calls"
+    [call] = result.tool_calls
+    assert call["function"]["name"] == "get_weather"
+    assert call["function"]["arguments"] == "".join(fragment.arguments for fragment in fragments)
+    assert isinstance(json.loads(call["function"]["arguments"])["city"], str)
+
+
+async def test_a_tool_that_is_not_a_function_definition_is_refused(producer: Producer) -> None:
+    with pytest.raises(InvalidRequest, match="tools"):
+        await producer.enqueue([{"role": "user", "content": "x"}], tools=[{"name": "get_weather"}])
