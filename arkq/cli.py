@@ -8,6 +8,7 @@ import logging.config
 import sys
 from collections.abc import Sequence
 
+from arkq.fake_llm import __main__ as fake_llm_cli
 from producer import cli as producer_cli
 
 
@@ -22,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=None, handler=run_worker)
 
     fake = commands.add_parser("fake-llm", help="run the SGLang-compatible emulator")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=30000)
-    fake.add_argument("--ttft-ms", type=float, default=0.0, help="delay before the first token")
-    fake.add_argument("--itl-ms", type=float, default=0.0, help="delay between tokens")
-    fake.add_argument("--model", default="tgi", help="the served model name")
-    fake.add_argument("--context-length", type=int, default=32768)
-    fake.add_argument("--api-key", help="require this bearer token, as SGLang's --api-key does")
+    fake_llm_cli.add_arguments(fake)
     fake.set_defaults(run=None, handler=run_fake_llm)
 
     demo = commands.add_parser("demo", help="the whole pipeline in one process, nothing to install")
@@ -50,17 +45,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_fake_llm(args: argparse.Namespace) -> int:
-    from arkq.fake_llm import run
-
-    run(
-        host=args.host,
-        port=args.port,
-        ttft_ms=args.ttft_ms,
-        itl_ms=args.itl_ms,
-        model=args.model,
-        context_length=args.context_length,
-        api_key=args.api_key,
-    )
+    fake_llm_cli.run_with(args)
     return 0
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from producer import Producer
 from tests.servers import BIN, WorkerFleet, ark_env
 
 
@@ -82,3 +83,12 @@ def test_demo_runs_the_whole_pipeline_with_nothing_installed() -> None:
     demo = arkq({"PATH": "/usr/bin:/bin"}, "demo", "Hello there", "--itl-ms", "0")
     assert demo.returncode == 0, demo.stderr
     assert "[done: stop" in demo.stdout
+
+
+async def test_arkq_worker_runs_jobs_like_arq_does(redis_url: str, fake_llm: str) -> None:
+    async with Producer(redis_url) as producer:
+        jobs = [await producer.enqueue([{"role": "user", "content": f"burst {i}"}]) for i in range(3)]
+        worker = arkq(ark_env(redis_url, fake_llm), "worker", "--burst")
+        assert worker.returncode == 0, worker.stdout + worker.stderr
+        for job in jobs:
+            assert (await job.result(timeout=1)).text
