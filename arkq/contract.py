@@ -18,6 +18,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
     TypeAdapter,
     ValidationError,
     computed_field,
@@ -54,8 +56,9 @@ class GenerationRequest(BaseModel):
 
     messages: list[AnyMessage] = Field(min_length=1)
     json_schema: dict[str, Any] | None = None
-    max_tokens: int | None = Field(None, gt=0)
-    temperature: float | None = Field(None, ge=0, le=2)
+    # Strict: a bool or a numeric string is a caller's mistake, not something to coerce.
+    max_tokens: StrictInt | None = Field(None, gt=0)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
     model: str | None = Field(None, min_length=1)
     #: OpenAI tool definitions; the server may answer with tool calls (SGLang's --tool-call-parser).
     tools: list[dict[str, Any]] | None = None
@@ -250,16 +253,34 @@ def serialize(value: Any) -> bytes:
 
 
 def deserialize(raw: bytes) -> Any:
-    """arq's job deserializer. A payload that is not an arq job in JSON still becomes a job of
-    `JOB_FUNCTION`, carrying the reason, so the worker fails that job alone with an `error` event instead
-    of arq dropping it without a word to its subscribers."""
+    """arq's job deserializer. Anything that is not a well-formed arkq job still becomes a job of
+    `JOB_FUNCTION`, carrying the reason, so the worker fails that job alone with an `error` event: arq
+    would otherwise drop it silently, or (for an envelope of the wrong types) crash the worker loop."""
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         return _undecodable(f"job payload is not JSON: {error}")
+    problem = _envelope_problem(value)
+    return _undecodable(problem) if problem else value
+
+
+#: Enqueue times arq can turn into a datetime: 2000-01-01 to 2100-01-01, in milliseconds.
+_ENQUEUE_TIME_MS = range(946_684_800_000, 4_102_444_800_000)
+
+
+def _envelope_problem(value: Any) -> str | None:
     if not isinstance(value, dict) or not {"f", "a", "k", "t", "et"} <= value.keys():
-        return _undecodable("job payload is not an arq job object")
-    return value
+        return "job payload is not an arq job object"
+    if value["f"] != JOB_FUNCTION:
+        return f"job names function {value['f']!r}; arkq workers run only {JOB_FUNCTION!r}"
+    if not isinstance(value["a"], list) or not isinstance(value["k"], dict):
+        return "job arguments are not a list and an object"
+    job_try, enqueued = value["t"], value["et"]
+    if job_try is not None and (type(job_try) is not int or job_try < 1):
+        return f"job try {job_try!r} is not a positive integer"
+    if type(enqueued) is not int or enqueued not in _ENQUEUE_TIME_MS:
+        return f"job enqueue time {enqueued!r} is not a plausible Unix time in milliseconds"
+    return None
 
 
 def _undecodable(reason: str) -> dict[str, Any]:

@@ -80,14 +80,39 @@ def test_timings_are_stored_with_their_durations() -> None:
 
 
 def test_jobs_are_json_never_pickle() -> None:
-    job = {"t": 1, "f": JOB_FUNCTION, "a": [{"messages": []}], "k": {}, "et": 1}
+    job = {"t": 1, "f": JOB_FUNCTION, "a": [{"messages": []}], "k": {}, "et": 1_764_000_000_000}
     assert deserialize(serialize(job)) == job
     with pytest.raises(TypeError):
         serialize({"a": object()})
 
 
+GOOD = {"t": None, "f": JOB_FUNCTION, "a": [], "k": {}, "et": 1_764_000_000_000}
+
+
 @pytest.mark.parametrize(
-    "raw", [b"\x80\x04\x95pickle", b"not json", b"[1, 2]", b'{"f": "generate"}', b"\xff\xfe"]
+    "raw",
+    [
+        b"\x80\x04\x95pickle",
+        b"not json",
+        b"[1, 2]",
+        b'{"f": "generate"}',
+        b"\xff\xfe",
+        *(
+            serialize({**GOOD, **bad})
+            for bad in [
+                {"et": "x"},
+                {"et": None},
+                {"et": 1e300},
+                {"et": -(10**20)},
+                {"t": "2"},
+                {"t": 0},
+                {"f": []},
+                {"f": "other_function"},
+                {"a": {"not": "a list"}},
+                {"k": ["not", "a", "dict"]},
+            ]
+        ),
+    ],
 )
 def test_an_undecodable_job_becomes_a_job_that_reports_it(raw: bytes) -> None:
     job = deserialize(raw)
