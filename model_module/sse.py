@@ -73,16 +73,22 @@ class ChunkDecoder:
         choices = chunk.get("choices")
         if not choices:
             return _NOTHING
+        try:
+            return self._deltas(choices)
+        except (AttributeError, TypeError) as exc:  # a chunk of the wrong shape, not a bug of ours
+            raise ModelError("stream", f"malformed chunk in the response stream: {data[:200]!r}") from exc
+
+    def _deltas(self, choices: list[dict[str, Any]]) -> list[StreamEvent]:
         events: list[StreamEvent] = []
         for choice in choices:
             delta = choice.get("delta")
             if delta:
                 reasoning = delta.get("reasoning_content")
                 if reasoning:
-                    events.append(ReasoningDelta(reasoning))
+                    events.append(ReasoningDelta(_text(reasoning)))
                 content = delta.get("content")
                 if content:
-                    events.append(TextDelta(content))
+                    events.append(TextDelta(_text(content)))
                 tool_calls = delta.get("tool_calls")
                 if tool_calls:
                     events.extend(_tool_call_deltas(tool_calls))
@@ -90,6 +96,12 @@ class ChunkDecoder:
             if finish_reason:
                 self.finish_reason = finish_reason
         return events
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise TypeError(f"text delta is {type(value).__name__}, not str")
+    return value
 
 
 def _tool_call_deltas(tool_calls: list[dict[str, Any]]) -> list[ToolCallDelta]:

@@ -141,3 +141,20 @@ def test_undecodable_event_is_a_stream_error() -> None:
     decoder.feed("data: [1, 2]")
     with pytest.raises(ModelError):
         decoder.feed("")
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        '{"choices": ["not a dict"]}',
+        '{"choices": [{"delta": "text"}]}',
+        '{"choices": [{"delta": {"content": 5}}]}',
+        '{"choices": [{"delta": {"tool_calls": ["x"]}}]}',
+    ],
+)
+def test_chunks_of_the_wrong_shape_are_stream_errors(chunk: str) -> None:
+    decoder = ChunkDecoder()
+    with pytest.raises(ModelError) as caught:
+        decoder.feed(f"data: {chunk}")
+        decoder.feed("")
+    assert caught.value.kind == "stream"
