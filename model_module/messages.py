@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, field_validator
 
 Role = Literal["user", "assistant", "system", "tool"]
 
@@ -19,7 +19,8 @@ class Message(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    content: str | None
+    #: Strict: bytes or numbers are a caller's mistake; only text is sent to the model.
+    content: StrictStr | None
     role: Role
 
     def to_openai(self) -> dict[str, Any]:
@@ -27,19 +28,19 @@ class Message(BaseModel):
 
 
 class UserMessage(Message):
-    content: str
+    content: StrictStr
     role: Literal["user"] = "user"
 
 
 class SystemMessage(Message):
-    content: str
+    content: StrictStr
     role: Literal["system"] = "system"
 
 
 class AIMessage(Message):
     """An assistant turn; `content` is None when the model only called tools."""
 
-    content: str | None = None
+    content: StrictStr | None = None
     role: Literal["assistant"] = "assistant"
     tool_calls: list[dict[str, Any]] | None = None
 
@@ -61,7 +62,7 @@ class AIMessage(Message):
 class ToolMessage(Message):
     """A tool's result, answering the assistant's call `tool_call_id`."""
 
-    content: str
+    content: StrictStr
     role: Literal["tool"] = "tool"
     tool_call_id: str | None = None
     #: Kept for compatibility with the ARKOS docs; not sent to the server.
