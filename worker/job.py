@@ -20,6 +20,7 @@ from arkq.contract import (
     GenerationRequest,
     JobResult,
     ReasoningEvent,
+    ResetEvent,
     StartedEvent,
     Timings,
     TokenEvent,
@@ -37,6 +38,10 @@ logger = logging.getLogger("arkq.worker")
 
 class InvalidJob(ValueError):
     """The payload is not a GenerationRequest: the job fails alone, it is never retried."""
+
+
+class GaveUp(Exception):
+    """The job was started `worker.max_tries` times already (crash restarts included)."""
 
 
 def parse_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> GenerationRequest:
@@ -83,12 +88,18 @@ async def generate(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, 
     publisher = await EventPublisher.open(
         redis, job_id, channel_prefix=config.streaming.channel_prefix, log_ttl_s=config.streaming.replay_ttl_s
     )
+    if publisher.ended:
+        # Ended in an earlier attempt whose worker died before arq recorded it: nothing more to say.
+        return {"status": "ended before"}
+    attempt: int = ctx["job_try"]
+    if publisher.next_seq > 0:
+        await publisher.publish(ResetEvent, reason=f"attempt {attempt} starts the job over")
     started_at = time.time()
-    await publisher.publish(StartedEvent, attempt=ctx["job_try"], worker=ctx["worker_name"])
+    await publisher.publish(StartedEvent, attempt=attempt, worker=ctx["worker_name"])
     result = JobResult(
         job_id=job_id,
         status="error",
-        attempts=ctx["job_try"],
+        attempts=attempt,
         timings=Timings(
             enqueued_at=ctx["enqueue_time"].timestamp(), started_at=started_at, finished_at=started_at
         ),
@@ -96,10 +107,14 @@ async def generate(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, 
     output = Output()
     try:
         async with asyncio.timeout(config.worker.job_timeout_s):
+            if attempt > config.worker.max_tries:
+                raise GaveUp(f"gave up after {config.worker.max_tries} attempts (worker.max_tries)")
             request = parse_payload(args, kwargs)
             finish = await _stream(ctx["link"], request, publisher, output)
     except InvalidJob as error:
         result.error = ErrorInfo(kind="invalid_job", message=str(error))
+    except GaveUp as error:
+        result.error = ErrorInfo(kind="max_tries", message=str(error))
     except ModelError as error:
         result.error = ErrorInfo(kind=error.kind, message=str(error), retryable=error.retryable)
     except TimeoutError:

@@ -47,7 +47,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 def worker_options(config: ArkConfig) -> dict[str, Any]:
     """arq `Worker` keyword arguments for a configuration (the demo runs a worker in process with them)."""
     return {
-        "functions": [func(generate, name=JOB_FUNCTION, max_tries=config.worker.max_tries)],
+        # arq gives up one try later than arkq, so the job itself ends with an `error` event that says so.
+        "functions": [func(generate, name=JOB_FUNCTION, max_tries=config.worker.max_tries + 1)],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "queue_name": config.queue.name,
@@ -55,7 +56,6 @@ def worker_options(config: ArkConfig) -> dict[str, Any]:
         "job_timeout": config.worker.job_timeout_s + ARQ_TIMEOUT_MARGIN_S,
         "keep_result": config.worker.keep_result_s,
         "poll_delay": config.worker.poll_delay_s,
-        "max_tries": config.worker.max_tries,
         "health_check_interval": config.worker.health_check_interval_s,
         "job_serializer": serialize,
         "job_deserializer": deserialize,

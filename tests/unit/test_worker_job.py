@@ -1,0 +1,99 @@
+"""The generation job itself, on fakeredis and the in-process emulator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from arkq.contract import (
+    DoneEvent,
+    JobResult,
+    StartedEvent,
+    TokenEvent,
+    event_log_key,
+    parse_event,
+    result_key,
+)
+from arkq.fake_llm import running_fake_llm
+from config_module.loader import load_config
+from model_module import ArkModelLink
+from worker.job import generate
+from worker.publisher import EventPublisher
+
+CONFIG = load_config({"ARK_WORKER__MAX_TRIES": "3"})
+REQUEST = {"messages": [{"role": "user", "content": "hello [[arkq:tokens=5]]"}]}
+
+
+@pytest.fixture
+async def ctx(fake_redis: ArqRedis) -> AsyncIterator[dict[str, Any]]:
+    async with running_fake_llm() as llm, ArkModelLink(base_url=llm.base_url, max_retries=0) as link:
+        yield {
+            "redis": fake_redis,
+            "config": CONFIG,
+            "link": link,
+            "worker_name": "test:1",
+            "job_id": "job-1",
+            "job_try": 1,
+            "enqueue_time": datetime.now(UTC),
+        }
+
+
+async def logged(redis: ArqRedis) -> list:
+    return [parse_event(raw) for raw in await redis.lrange(event_log_key("job-1"), 0, -1)]
+
+
+async def test_a_job_publishes_started_tokens_done_and_stores_the_result(ctx: dict[str, Any]) -> None:
+    assert await generate(ctx, REQUEST) == {"status": "done"}
+    events = await logged(ctx["redis"])
+    assert [e.type for e in events] == ["started", *["token"] * 5, "done"]
+    stored = JobResult.model_validate_json(await ctx["redis"].get(result_key("job-1")))
+    assert stored.text == events[-1].text == "".join(e.text for e in events[1:-1])
+    assert stored.usage["completion_tokens"] == 5
+
+
+async def test_a_retried_job_voids_the_earlier_output_with_a_reset(ctx: dict[str, Any]) -> None:
+    earlier = await EventPublisher.open(ctx["redis"], "job-1", channel_prefix="ark:tokens:", log_ttl_s=60)
+    await earlier.publish(StartedEvent, attempt=1, worker="dead:1")
+    await earlier.publish(TokenEvent, text="partial")  # then that worker was killed
+    await generate({**ctx, "job_try": 2}, REQUEST)
+    events = await logged(ctx["redis"])
+    assert [e.type for e in events[:4]] == ["started", "token", "reset", "started"]
+    assert [e.seq for e in events] == list(range(len(events)))
+    assert "partial" not in events[-1].text
+
+
+async def test_a_job_that_already_ended_does_not_end_twice(ctx: dict[str, Any]) -> None:
+    earlier = await EventPublisher.open(ctx["redis"], "job-1", channel_prefix="ark:tokens:", log_ttl_s=60)
+    await earlier.publish(StartedEvent, attempt=1, worker="dead:1")
+    await earlier.publish(DoneEvent, finish_reason="stop", usage=None, text="")
+    await generate({**ctx, "job_try": 2}, REQUEST)
+    assert [e.type for e in await logged(ctx["redis"])] == ["started", "done"]
+
+
+async def test_past_max_tries_the_job_ends_with_an_error_that_says_so(ctx: dict[str, Any]) -> None:
+    assert await generate({**ctx, "job_try": 4}, REQUEST) == {"status": "error"}
+    last = (await logged(ctx["redis"]))[-1]
+    assert (last.type, last.kind) == ("error", "max_tries")
+    assert "3 attempts" in last.message
+
+
+async def test_an_llm_error_is_an_error_event_and_result(ctx: dict[str, Any]) -> None:
+    request = {"messages": [{"role": "user", "content": "x [[arkq:context_overflow=1]]"}]}
+    await generate(ctx, request)
+    last = (await logged(ctx["redis"]))[-1]
+    assert (last.type, last.kind, last.retryable) == ("error", "context_overflow", False)
+    stored = JobResult.model_validate_json(await ctx["redis"].get(result_key("job-1")))
+    assert stored.status == "error" and stored.error.kind == "context_overflow"
+
+
+async def test_a_job_past_its_timeout_reports_it(ctx: dict[str, Any]) -> None:
+    config = load_config({"ARK_WORKER__JOB_TIMEOUT_S": "0.3"})
+    request = {"messages": [{"role": "user", "content": "slow [[arkq:tokens=50 itl_ms=50]]"}]}
+    await generate({**ctx, "config": config}, request)
+    last = (await logged(ctx["redis"]))[-1]
+    assert (last.type, last.kind) == ("error", "timeout")
+    assert "worker.job_timeout_s" in last.message
