@@ -4,6 +4,7 @@
 there. Environment variables use the prefix `ARK_` and `__` between levels (`ARK_LLM__BASE_URL`).
 Secrets (`llm.api_key`, `redis.password`) are meant to come from the environment.
 
+`from config_module.loader import config` gives the process's configuration, loaded on first use.
 Anything wrong (an unknown key, a wrong type, a missing file) raises `ConfigError` at start with the
 key's name, because a worker that silently ignores `ARK_WORKER__MAX_JOBZ` is worse than one that stops.
 """
@@ -125,9 +126,20 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> A
     except ValidationError as error:
         source = f" (YAML: {path})" if path else ""
         raise ConfigError(f"invalid configuration{source}:\n{_describe(error)}") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:
         raise ConfigError(f"cannot read configuration {path}: {error}") from None
     return ArkConfig.model_validate(loaded.model_dump())
 
 
-config: ArkConfig = load_config()
+_loaded: ArkConfig | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`config` is loaded on first use, so that importing this module (for `ConfigError`, say) never
+    fails; the first use raises ConfigError if the configuration is wrong."""
+    global _loaded
+    if name == "config":
+        if _loaded is None:
+            _loaded = load_config()
+        return _loaded
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,9 +7,9 @@ typo fails at start with the key's name instead of being silently ignored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class Section(BaseModel):
@@ -40,7 +40,7 @@ class RedisConfig(Section):
     #: A password may be in the URL (redis://:secret@host:6379/0) or in ARK_REDIS__PASSWORD.
     url: str = "redis://localhost:6379/0"
     password: SecretStr | None = None
-    #: Seconds to connect (and for each command) before a clear error instead of a hang.
+    #: Seconds to connect before a clear error instead of a hang.
     connect_timeout_s: float = Field(5.0, gt=0)
 
 
@@ -79,6 +79,19 @@ class ArkConfig(Section):
     queue: QueueConfig = QueueConfig()
     worker: WorkerConfig = WorkerConfig()
     streaming: StreamingConfig = StreamingConfig()
+
+    @model_validator(mode="after")
+    def _replay_outlives_jobs_and_results(self) -> Self:
+        # A job's events must stay replayable while it runs and for as long as its result is kept,
+        # or a late reader would find a result whose events are gone.
+        ttl = self.streaming.replay_ttl_s
+        for key, value in (
+            ("worker.job_timeout_s", self.worker.job_timeout_s),
+            ("worker.keep_result_s", self.worker.keep_result_s),
+        ):
+            if ttl < value:
+                raise ValueError(f"streaming.replay_ttl_s ({ttl}) must be at least {key} ({value})")
+        return self
 
     def get(self, dotted_key: str, default: Any = None) -> Any:
         """Look a setting up by its dotted name, as ARKOS code does: `config.get("llm.base_url")`."""

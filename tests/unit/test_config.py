@@ -92,3 +92,25 @@ def test_bad_yaml_fails_naming_the_key(tmp_path: Path, text: str, named: str) ->
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config({"ARK_CONFIG": str(tmp_path / "absent.yaml")})
+
+
+@pytest.mark.parametrize("shorter", ["ARK_WORKER__KEEP_RESULT_S", "ARK_WORKER__JOB_TIMEOUT_S"])
+def test_the_replay_log_must_outlive_jobs_and_results(shorter: str) -> None:
+    with pytest.raises(ConfigError, match=r"streaming\.replay_ttl_s"):
+        load_config({"ARK_STREAMING__REPLAY_TTL_S": "10", shorter: "11"})
+
+
+def test_a_yaml_file_that_is_not_a_mapping_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "scalar.yaml"
+    path.write_text("just a string\n")
+    with pytest.raises(ConfigError):
+        load_config({"ARK_CONFIG": str(path)})
+
+
+def test_a_percent_encoded_password_in_the_redis_url_is_decoded() -> None:
+    from arkq.connection import redis_settings
+
+    settings = redis_settings(load_config({"ARK_REDIS__URL": "redis://:p%40ss%3Aword@h:6380/2"}))
+    assert (settings.password, settings.host, settings.port, settings.database) == ("p@ss:word", "h", 6380, 2)
+    from_env = redis_settings(load_config({"ARK_REDIS__PASSWORD": "hunter2"}))
+    assert from_env.password == "hunter2"
