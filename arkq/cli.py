@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging.config
+import os
 import sys
 from collections.abc import Sequence
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from arkq.fake_llm import __main__ as fake_llm_cli
+from config_module.loader import ConfigError
 from producer import cli as producer_cli
+from producer.cli import EXIT_REDIS_UNREACHABLE, EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.run is not None:
             return asyncio.run(args.run(args))
         return args.handler(args)
+    except ConfigError as error:
+        print(f"arkq: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        print(f"arkq: cannot reach Redis: {error}", file=sys.stderr)
+        return EXIT_REDIS_UNREACHABLE
+    except BrokenPipeError:  # `arkq submit ... | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
 

@@ -18,7 +18,7 @@ from arq.worker import Worker
 
 from arkq.contract import deserialize, serialize
 from arkq.fake_llm import running_fake_llm
-from config_module.loader import config as default_config
+from config_module import loader
 from config_module.settings import ArkConfig
 from producer import Job, Producer
 from worker.settings import worker_options
@@ -36,7 +36,7 @@ async def demo(prompt: str, *, itl_ms: float = 30.0) -> int:
         connection_pool=fake.connection_pool,
         job_serializer=serialize,
         job_deserializer=deserialize,
-        default_queue_name=default_config.queue.name,
+        default_queue_name=loader.config.queue.name,
     )
     async with running_fake_llm(ttft_ms=150, itl_ms=itl_ms) as llm:
         config = _demo_config(llm.base_url)
@@ -59,9 +59,8 @@ async def demo(prompt: str, *, itl_ms: float = 30.0) -> int:
 
 
 def _demo_config(base_url: str) -> ArkConfig:
-    return default_config.model_copy(
-        update={"llm": default_config.llm.model_copy(update={"base_url": base_url})}
-    )
+    config = loader.config
+    return config.model_copy(update={"llm": config.llm.model_copy(update={"base_url": base_url})})
 
 
 async def _follow(job: Job) -> int:

@@ -7,8 +7,8 @@ async with Producer() as p:
     result = await job.result(timeout=60)
 """
 
-from producer.errors import InvalidRequest, JobFailed, JobNotFound
+from producer.errors import InvalidRequest, JobFailed, JobLost, JobNotFound
 from producer.job import Job
 from producer.producer import Producer
 
-__all__ = ["InvalidRequest", "Job", "JobFailed", "JobNotFound", "Producer"]
+__all__ = ["InvalidRequest", "Job", "JobFailed", "JobLost", "JobNotFound", "Producer"]

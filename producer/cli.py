@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import sys
@@ -10,11 +11,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from arkq.contract import Event, encode_event
-from producer.errors import InvalidRequest, JobFailed, JobNotFound
+from producer.errors import InvalidRequest, JobFailed, JobLost, JobNotFound
 from producer.job import Job
 from producer.producer import Producer
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_REDIS_UNREACHABLE = 0, 1, 2, 3, 4, 5
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,6 +35,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     watch = commands.add_parser("watch", help="stream a job's events from the start")
     watch.add_argument("job_id")
     watch.add_argument("--json", action="store_true", help="print every event as a JSON line")
+    watch.add_argument("--timeout", type=float, help="seconds to wait for the end (default: no limit)")
     _add_redis_url(watch)
     watch.set_defaults(run=run_watch)
 
@@ -78,12 +80,14 @@ async def run_submit(args: argparse.Namespace) -> int:
             print(f"arkq: {error}", file=sys.stderr)
             return EXIT_USAGE
         print(f"job {job.id}", file=sys.stderr)
-        return await follow(job, as_json=args.json, out=sys.stdout)
+        return await follow(job, as_json=args.json, out=sys.stdout, timeout=args.timeout)
 
 
 async def run_watch(args: argparse.Namespace) -> int:
     async with Producer(args.redis_url) as producer:
-        return await follow(producer.job(args.job_id), as_json=args.json, out=sys.stdout)
+        return await follow(
+            producer.job(args.job_id), as_json=args.json, out=sys.stdout, timeout=args.timeout
+        )
 
 
 async def run_result(args: argparse.Namespace) -> int:
@@ -92,7 +96,7 @@ async def run_result(args: argparse.Namespace) -> int:
         result = await job.fetch_result()
         if result is None and args.wait > 0:
             # However it ends, the stored result below says how.
-            with contextlib.suppress(JobFailed, JobNotFound, TimeoutError):
+            with contextlib.suppress(JobFailed, JobNotFound, JobLost, TimeoutError):
                 await job.result(timeout=args.wait)
             result = await job.fetch_result()
         if result is None:
@@ -103,22 +107,29 @@ async def run_result(args: argparse.Namespace) -> int:
         return EXIT_OK if result.ok else EXIT_JOB_FAILED
 
 
-async def follow(job: Job, *, as_json: bool, out: TextIO) -> int:
+async def follow(job: Job, *, as_json: bool, out: TextIO, timeout: float | None = None) -> int:
     """Print a job's stream until it ends; the exit code says how it ended."""
     last: Event | None = None
     try:
-        async for event in job.events():
-            last = event
-            if as_json:
-                out.write(encode_event(event).decode() + "\n")
-            elif event.type == "token":
-                out.write(event.text)
-            elif event.type == "reset":
-                out.write("\n[reset: the job restarted]\n")
-            out.flush()
-    except JobNotFound as error:
+        async with asyncio.timeout(timeout):
+            async for event in job.events():
+                last = event
+                if as_json:
+                    out.write(encode_event(event).decode() + "\n")
+                elif event.type == "token":
+                    out.write(event.text)
+                elif event.type == "reset":
+                    out.write("\n[reset: the job restarted]\n")
+                out.flush()
+    except (JobNotFound, JobLost) as error:
         print(f"arkq: {error}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except TimeoutError:
+        print(
+            f"\narkq: job {job.id} has not ended after {timeout} s; follow it with `arkq watch {job.id}`",
+            file=sys.stderr,
+        )
+        return EXIT_TIMEOUT
     if not as_json:
         out.write("\n")
     if last is not None and last.type == "done":

@@ -13,6 +13,11 @@ class JobNotFound(LookupError):
     """Redis knows nothing of this job ID: never enqueued, or its events and result expired."""
 
 
+class JobLost(LookupError):
+    """The job is neither queued nor running, yet its events never reached an end: nothing more will
+    come (arq dropped it without running it, or its events expired)."""
+
+
 class JobFailed(Exception):
     """The job ended without a result text (`error` or `cancelled`); `result` holds why."""
 

@@ -8,36 +8,54 @@ the log, which holds every event before any live one (the worker appends before 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from redis.asyncio import Redis
 
 from arkq.contract import TERMINAL_EVENT_TYPES, Event, channel_name, event_log_key, parse_event
+from producer.errors import JobLost
 
 #: How long the reader waits on the channel before it checks the log anyway.
 QUIET_CHECK_S = 1.0
 
 
 async def read_events(
-    redis: Redis, job_id: str, *, channel_prefix: str, quiet_check_s: float = QUIET_CHECK_S
+    redis: Redis,
+    job_id: str,
+    *,
+    channel_prefix: str,
+    is_pending: Callable[[], Awaitable[bool]],
+    quiet_check_s: float = QUIET_CHECK_S,
 ) -> AsyncIterator[Event]:
-    """Every event of the job from seq 0, each once, ending after the terminal one."""
+    """Every event of the job from seq 0, each once, ending after the terminal one.
+
+    When the channel has been quiet, `is_pending` (queued or running?) decides whether to keep waiting:
+    a job that is neither, with no terminal event in its log, raises JobLost instead of a hang."""
     log_key = event_log_key(job_id)
     next_seq = 0
     pubsub = redis.pubsub()
     try:
         await pubsub.subscribe(channel_name(channel_prefix, job_id))
+        quiet = False
         while True:
-            for raw in await redis.lrange(log_key, next_seq, -1):
+            # Pending is asked before the log is read: a job that ends in between has its terminal
+            # event in the log by then (the worker publishes it before arq lets go of the job).
+            pending = await is_pending() if quiet else True
+            backlog = await redis.lrange(log_key, next_seq, -1)
+            for raw in backlog:
                 event = parse_event(raw)
                 next_seq = event.seq + 1
                 yield event
                 if event.type in TERMINAL_EVENT_TYPES:
                     return
+            if not pending and not backlog:
+                raise JobLost(f"job {job_id!r} is not queued or running and its events ended without an end")
+            quiet = False
             # Follow the live channel until something is out of order or it goes quiet.
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=quiet_check_s)
                 if message is None:
+                    quiet = True
                     break
                 event = parse_event(message["data"])
                 if event.seq < next_seq:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
@@ -34,19 +35,30 @@ class Job:
         )
         return await self._redis.exists(*keys) > 0
 
+    async def is_pending(self) -> bool:
+        """Whether the job is queued (or waiting for a retry) or running."""
+        return await self._redis.exists(job_key_prefix + self.id, in_progress_key_prefix + self.id) > 0
+
     async def events(self) -> AsyncIterator[Event]:
         """Every event from seq 0, in order, whenever it is called; ends after `done`, `error` or
-        `cancelled`. Raises JobNotFound for an ID that Redis does not know."""
+        `cancelled`. Raises JobNotFound for an ID that Redis does not know, JobLost for a job that is no
+        longer queued or running but never ended."""
         if not await self.exists():
             raise JobNotFound(f"no job {self.id!r} in Redis (never enqueued, or expired)")
-        async for event in read_events(self._redis, self.id, channel_prefix=self._channel_prefix):
-            yield event
+        reader = read_events(
+            self._redis, self.id, channel_prefix=self._channel_prefix, is_pending=self.is_pending
+        )
+        # aclosing: a caller that stops early gives the pub/sub connection back now, not at GC.
+        async with aclosing(reader) as events:
+            async for event in events:
+                yield event
 
     async def tokens(self) -> AsyncIterator[str]:
         """The answer's text as it streams, token by token."""
-        async for event in self.events():
-            if event.type == "token":
-                yield event.text
+        async with aclosing(self.events()) as events:
+            async for event in events:
+                if event.type == "token":
+                    yield event.text
 
     async def fetch_result(self) -> JobResult | None:
         """The stored result if the job has ended, else None; never waits, never raises JobFailed."""
@@ -60,8 +72,8 @@ class Job:
         time, JobNotFound for an unknown ID."""
         result = await self.fetch_result()
         if result is None:
-            async with asyncio.timeout(timeout):
-                async for event in self.events():
+            async with asyncio.timeout(timeout), aclosing(self.events()) as events:
+                async for event in events:
                     if event.type in TERMINAL_EVENT_TYPES:
                         break
             result = await self.fetch_result()

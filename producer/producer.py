@@ -20,7 +20,7 @@ from arkq.contract import (
     result_key,
     serialize,
 )
-from config_module.loader import config as default_config
+from config_module import loader
 from config_module.settings import ArkConfig
 from model_module.messages import Message
 from producer.errors import InvalidRequest
@@ -45,7 +45,7 @@ class Producer:
         config: ArkConfig | None = None,
         redis: ArqRedis | None = None,
     ):
-        self.config = config or default_config
+        self.config = config or loader.config
         self._redis_url = redis_url
         self._redis = redis
         self._owns_redis = redis is None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
+import httpx2
 import jsonschema
 import openai
 import pytest
@@ -40,6 +42,7 @@ def assert_complete_sequence(events: list, job_id: str) -> None:
 async def test_fifty_concurrent_jobs_on_two_workers(
     fleet: WorkerFleet, producer: Producer, fake_llm: str
 ) -> None:
+    fleet.env["ARK_WORKER__MAX_JOBS"] = "25"  # neither worker can take all 50: both must serve
     fleet.start(2)
     prompts = [f"Job {i}: say something about the number {i}." for i in range(50)]
     jobs = await asyncio.gather(*(producer.enqueue([{"role": "user", "content": p}]) for p in prompts))
@@ -67,6 +70,7 @@ async def test_subscribers_mid_stream_and_after_done_get_the_same_sequence(
     async for event in job.events():
         if event.type == "token" and event.seq >= 5:
             break
+    assert await job.fetch_result() is None, "the second reader must attach before the job ends"
     mid_stream = asyncio.create_task(events_of(producer, job.id))
     first, middle = await asyncio.wait_for(asyncio.gather(from_start, mid_stream), 30)
     after_done = await events_of(producer, job.id)
@@ -120,9 +124,27 @@ async def test_a_malformed_payload_fails_alone_and_the_worker_keeps_serving(
     await aredis.zadd("arq:queue", {"garbage": 1})
     wrong_shape = await producer.redis.enqueue_job(JOB_FUNCTION, {"messages": "hello"}, _job_id="wrong-shape")
     assert wrong_shape is not None
-    await aredis.set("arq:job:pickled", serialize({"t": 1, "f": JOB_FUNCTION, "a": [], "k": {}, "et": 1}))
-    await aredis.zadd("arq:queue", {"pickled": 1})
-    for job_id, reason in [("garbage", "not JSON"), ("wrong-shape", "messages"), ("pickled", "exactly one")]:
+    now_ms = int(time.time() * 1000)
+    envelopes = {
+        "no-args": {"t": 1, "f": JOB_FUNCTION, "a": [], "k": {}, "et": now_ms},
+        "bad-time": {"t": 1, "f": JOB_FUNCTION, "a": [], "k": {}, "et": "yesterday"},
+        "bad-try": {"t": "2", "f": JOB_FUNCTION, "a": [], "k": {}, "et": now_ms},
+        "bad-function": {"t": 1, "f": [], "a": [], "k": {}, "et": now_ms},
+        "other-function": {"t": 1, "f": "rm_rf", "a": [], "k": {}, "et": now_ms},
+    }
+    for job_id, envelope in envelopes.items():
+        await aredis.set(f"arq:job:{job_id}", serialize(envelope))
+        await aredis.zadd("arq:queue", {job_id: 1})
+    expected = {
+        "garbage": "not JSON",
+        "wrong-shape": "messages",
+        "no-args": "exactly one",
+        "bad-time": "enqueue time",
+        "bad-try": "job try",
+        "bad-function": "function",
+        "other-function": "rm_rf",
+    }
+    for job_id, reason in expected.items():
         events = await asyncio.wait_for(events_of(producer, job_id), 15)
         assert events[-1].type == "error"
         assert events[-1].kind == "invalid_job"
@@ -155,26 +177,40 @@ async def test_llm_errors_end_the_job_with_one_error_event(
     assert events[-1].kind == kind
 
 
+async def emulator_stats(base_url: str) -> dict[str, int]:
+    async with httpx2.AsyncClient() as client:
+        response = await client.get(base_url.removesuffix("/v1") + "/stats")
+    return response.json()
+
+
 async def test_a_transient_failure_before_the_first_token_is_retried(
-    fleet: WorkerFleet, producer: Producer
+    fleet: WorkerFleet, producer: Producer, fake_llm: str
 ) -> None:
     fleet.start(1)
+    faults_before = (await emulator_stats(fake_llm))["faults"]
     job = await producer.enqueue(
-        [{"role": "user", "content": "flaky [[arkq:status=503 retry_after=0 times=1]]"}]
+        [{"role": "user", "content": "flaky [[arkq:status=503 retry_after=0 times=1 tokens=21]]"}]
     )
     result = await job.result(timeout=30)
-    assert result.text and result.finish_reason == "stop"
+    assert result.finish_reason == "stop" and result.usage["completion_tokens"] == 21
+    assert (await emulator_stats(fake_llm))["faults"] == faults_before + 1, "the 503 was served, then retried"
+    events = await events_of(producer, job.id)
+    assert [event.type for event in events].count("started") == 1, "retried inside the attempt"
 
 
 async def test_the_same_job_id_runs_once(fleet: WorkerFleet, producer: Producer) -> None:
-    fleet.start(1)
     messages = [{"role": "user", "content": "once"}]
     first = await producer.enqueue(messages, job_id="idempotent-1")
+    again_while_queued = await producer.enqueue(messages, job_id="idempotent-1")
+    assert again_while_queued.id == first.id
+    assert await producer.redis.zcard("arq:queue") == 1
+    fleet.start(1)
     await first.result(timeout=15)
-    second = await producer.enqueue(messages, job_id="idempotent-1")
-    await asyncio.sleep(0.5)
-    events = await events_of(producer, second.id)
-    assert [event.type for event in events].count("started") == 1
+    await producer.enqueue(messages, job_id="idempotent-1")  # after it ended: still not run again
+    # A later job finishing shows the worker has been through the queue past any second run.
+    await (await producer.enqueue([{"role": "user", "content": "later"}])).result(timeout=15)
+    events = await events_of(producer, first.id)
+    assert [event.type for event in events] == ["started", *["token"] * (len(events) - 2), "done"]
 
 
 async def test_reasoning_and_tool_calls_get_their_own_events(fleet: WorkerFleet, producer: Producer) -> None:

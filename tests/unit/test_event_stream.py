@@ -2,17 +2,24 @@
 
 import asyncio
 
+import pytest
 from arq.connections import ArqRedis
 
 from arkq.contract import DoneEvent, StartedEvent, TokenEvent, channel_name, encode_event, event_log_key
+from producer.errors import JobLost
 from producer.events import read_events
 from worker.publisher import EventPublisher
 
 PREFIX = "ark:tokens:"
 
 
-async def collect(redis: ArqRedis, job_id: str) -> list:
-    return [event async for event in read_events(redis, job_id, channel_prefix=PREFIX, quiet_check_s=0.05)]
+async def still_pending() -> bool:
+    return True
+
+
+async def collect(redis: ArqRedis, job_id: str, is_pending=still_pending) -> list:
+    reader = read_events(redis, job_id, channel_prefix=PREFIX, is_pending=is_pending, quiet_check_s=0.05)
+    return [event async for event in reader]
 
 
 async def publisher(redis: ArqRedis, job_id: str = "j") -> EventPublisher:
@@ -78,3 +85,32 @@ async def test_duplicated_live_messages_are_yielded_once(fake_redis: ArqRedis) -
     await fake_redis.publish(channel_name(PREFIX, "j"), encode_event(token))
     await pub.publish(DoneEvent, finish_reason="stop", usage=None, text="x")
     assert [e.seq for e in await asyncio.wait_for(reader, 2)] == [0, 1]
+
+
+async def test_a_job_that_is_gone_without_an_end_raises_instead_of_hanging(fake_redis: ArqRedis) -> None:
+    pub = await publisher(fake_redis)
+    await pub.publish(StartedEvent, attempt=1, worker="w")
+
+    async def gone() -> bool:
+        return False
+
+    with pytest.raises(JobLost):
+        await asyncio.wait_for(collect(fake_redis, "j", is_pending=gone), 2)
+
+
+async def test_an_end_published_as_the_job_leaves_is_still_read(fake_redis: ArqRedis) -> None:
+    pub = await publisher(fake_redis)
+    await pub.publish(StartedEvent, attempt=1, worker="w")
+    pending = True
+
+    async def is_pending() -> bool:
+        return pending
+
+    reader = asyncio.create_task(collect(fake_redis, "j", is_pending=is_pending))
+    await asyncio.sleep(0.1)
+    # The terminal event lands in the log without reaching the live channel, then the job is gone.
+    done = DoneEvent(job_id="j", seq=1, finish_reason="stop", usage=None, text="")
+    await fake_redis.rpush(event_log_key("j"), encode_event(done))
+    pending = False
+    events = await asyncio.wait_for(reader, 2)
+    assert [event.type for event in events] == ["started", "done"]
