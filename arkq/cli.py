@@ -16,6 +16,7 @@ from arkq.fake_llm import __main__ as fake_llm_cli
 from config_module.loader import ConfigError
 from producer import cli as producer_cli
 from producer.cli import EXIT_REDIS_UNREACHABLE, EXIT_USAGE
+from producer.errors import RedisUnavailable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"arkq: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (RedisConnectionError, RedisTimeoutError) as error:
+    except (RedisConnectionError, RedisTimeoutError, RedisUnavailable) as error:
         print(f"arkq: cannot reach Redis: {error}", file=sys.stderr)
         return EXIT_REDIS_UNREACHABLE
     except BrokenPipeError:  # `arkq submit ... | head`: the reader has gone, which is not an error

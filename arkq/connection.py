@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import math
 from urllib.parse import unquote
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, TimeoutError
 
 from arkq.contract import deserialize, serialize
 from config_module.settings import ArkConfig
 
+#: The longest pause between two tries to reach Redis again.
+BACKOFF_CAP_S = 1.0
 
-def redis_settings(config: ArkConfig, url: str | None = None) -> RedisSettings:
+
+def redis_settings(
+    config: ArkConfig, url: str | None = None, *, retry_s: float | None = None
+) -> RedisSettings:
     """arq's connection settings; `url` replaces `redis.url`. A password in the URL wins over
-    `redis.password`, which exists so the secret can live in the environment instead."""
+    `redis.password`, which exists so the secret can live in the environment instead.
+
+    Commands that meet a lost connection are retried with backoff for about `retry_s` seconds
+    (default `redis.retry_s`), so a Redis restart is a pause, not a crash."""
     settings = RedisSettings.from_dsn(url or config.redis.url)
     if settings.password is not None:
         settings.password = unquote(settings.password)  # redis://:p%40ss@host: the password is "p@ss"
@@ -20,15 +32,21 @@ def redis_settings(config: ArkConfig, url: str | None = None) -> RedisSettings:
         settings.username = unquote(settings.username)
     if settings.password is None and config.redis.password is not None:
         settings.password = config.redis.password.get_secret_value()
+    budget = config.redis.retry_s if retry_s is None else retry_s
     settings.conn_timeout = config.redis.connect_timeout_s  # type: ignore[assignment]
-    settings.conn_retries = 1
+    settings.conn_retries = math.ceil(budget / BACKOFF_CAP_S)
+    settings.conn_retry_delay = BACKOFF_CAP_S  # type: ignore[assignment]
+    settings.retry_on_error = [ConnectionError, TimeoutError]
+    settings.retry = Retry(
+        ExponentialBackoff(cap=BACKOFF_CAP_S, base=0.05), retries=math.ceil(budget / BACKOFF_CAP_S) + 4
+    )
     return settings
 
 
-async def connect(config: ArkConfig, url: str | None = None) -> ArqRedis:
+async def connect(config: ArkConfig, url: str | None = None, *, retry_s: float | None = None) -> ArqRedis:
     """A pool that speaks arkq's JSON job format on `queue.name`."""
     return await create_pool(
-        redis_settings(config, url),
+        redis_settings(config, url, retry_s=retry_s),
         job_serializer=serialize,
         job_deserializer=deserialize,
         default_queue_name=config.queue.name,

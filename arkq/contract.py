@@ -32,6 +32,9 @@ from model_module.messages import AnyMessage
 JOB_FUNCTION = "generate"
 EVENT_LOG_PREFIX = "ark:events:"
 RESULT_PREFIX = "ark:result:"
+CANCEL_PREFIX = "ark:cancel:"
+#: arq's key for a claimed job; arkq turns it into a lease its worker keeps renewing.
+IN_PROGRESS_PREFIX = "arq:in-progress:"
 
 
 def channel_name(channel_prefix: str, job_id: str) -> str:
@@ -44,6 +47,14 @@ def event_log_key(job_id: str) -> str:
 
 def result_key(job_id: str) -> str:
     return f"{RESULT_PREFIX}{job_id}"
+
+
+def cancel_key(job_id: str) -> str:
+    return f"{CANCEL_PREFIX}{job_id}"
+
+
+def lease_key(job_id: str) -> str:
+    return f"{IN_PROGRESS_PREFIX}{job_id}"
 
 
 JSON_SCHEMA_SHAPE = '{"type": "json_schema", "json_schema": {"name": "...", "schema": {...}}}'
@@ -190,6 +201,15 @@ def parse_event(raw: bytes | str) -> Event:
 
 def encode_event(event: _Event) -> bytes:
     return event.__pydantic_serializer__.to_json(event)
+
+
+def event_template(event: _Event) -> tuple[bytes, bytes]:
+    """The event's JSON split around its `seq`, for a Redis script that numbers it where it is stored."""
+    data = encode_event(event.model_copy(update={"seq": 0}))
+    prefix = b'{"job_id":' + json.dumps(event.job_id, ensure_ascii=False).encode() + b',"seq":'
+    if not data.startswith(prefix + b"0,"):
+        raise ValueError(f"unexpected event encoding: {data[:80]!r}")
+    return prefix, data[len(prefix) + 1 :]
 
 
 # --- Results ------------------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ class RedisConfig(Section):
     password: SecretStr | None = None
     #: Seconds to connect before a clear error instead of a hang.
     connect_timeout_s: float = Field(5.0, gt=0)
+    #: Seconds a worker keeps retrying Redis through an outage (a restart, a failover) before it gives up.
+    #: Producers give up after connect_timeout_s instead: their callers want an answer.
+    retry_s: float = Field(30.0, gt=0)
 
 
 class QueueConfig(Section):
@@ -49,6 +52,11 @@ class QueueConfig(Section):
     name: str = "arq:queue"
     #: Largest accepted job payload (JSON bytes); larger requests fail in enqueue.
     max_payload_bytes: int = Field(1_000_000, gt=0)
+    #: Jobs queued or running at most; an enqueue beyond it raises QueueFull and writes nothing.
+    max_depth: int = Field(100_000, gt=0)
+    #: A job still queued this many seconds after its enqueue is dropped with an `error` event:
+    #: whoever asked has stopped waiting. At most a day (arq forgets jobs after that).
+    job_expiry_s: float = Field(3600.0, gt=0, lt=86_400)
 
 
 class WorkerConfig(Section):
@@ -60,8 +68,14 @@ class WorkerConfig(Section):
     keep_result_s: float = Field(3600.0, gt=0)
     #: Seconds between queue polls when idle.
     poll_delay_s: float = Field(0.5, gt=0)
-    #: How many times a job may be started, crash restarts included.
+    #: Attempts per job, whatever restarted it: a crashed or stopped worker, a stream cut mid-way.
     max_tries: int = Field(5, gt=0)
+    #: A running job's lease: another worker restarts the job this many seconds after its worker died.
+    lease_s: float = Field(6.0, gt=0)
+    #: How often a worker renews its leases and looks for cancelled jobs (cancellation latency).
+    lease_renew_s: float = Field(0.5, gt=0)
+    #: On SIGTERM, seconds running jobs may take to finish before they are handed to another worker.
+    shutdown_grace_s: float = Field(25.0, ge=0)
     #: Seconds between health-check key writes (`arq --check` reads it).
     health_check_interval_s: float = Field(60.0, gt=0)
 
@@ -79,6 +93,15 @@ class ArkConfig(Section):
     queue: QueueConfig = QueueConfig()
     worker: WorkerConfig = WorkerConfig()
     streaming: StreamingConfig = StreamingConfig()
+
+    @model_validator(mode="after")
+    def _lease_renewed_well_before_it_ends(self) -> Self:
+        if self.worker.lease_renew_s * 3 > self.worker.lease_s:
+            raise ValueError(
+                f"worker.lease_renew_s ({self.worker.lease_renew_s}) must be at most a third of "
+                f"worker.lease_s ({self.worker.lease_s}), so one late renewal does not lose the lease"
+            )
+        return self
 
     @model_validator(mode="after")
     def _replay_outlives_jobs_and_results(self) -> Self:

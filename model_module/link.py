@@ -42,6 +42,8 @@ _T = TypeVar("_T")
 #: After `[DONE]`, how long to wait for the end of the HTTP body so the connection can be reused. A
 #: compliant server ends it at once; one that does not must not hold the answer back.
 _DRAIN_AFTER_DONE_S = 0.1
+#: An abort is a courtesy to the server: never let it hold up the caller for long.
+_ABORT_TIMEOUT_S = 2.0
 
 
 def _check_max_tokens(value: int) -> int:
@@ -299,6 +301,24 @@ class ArkModelLink:
         if not decoder.done:
             raise stream_incomplete("the server closed the stream without [DONE]")
         yield Finish(decoder.finish_reason, decoder.usage)
+
+    async def abort(self, rid: str) -> bool:
+        """Ask the server to stop generating request `rid` (SGLang's `POST /abort_request`).
+
+        Closing the HTTP stream should abort the request, but SGLang does not always notice, and a
+        forgotten request keeps a GPU slot busy until max_tokens. Best effort: False if it failed."""
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            await self.client.post(
+                f"{root}/abort_request",
+                body={"rid": rid},
+                cast_to=httpx2.Response,
+                options={"timeout": _ABORT_TIMEOUT_S},
+            )
+        except (openai.APIError, httpx2.HTTPError) as error:
+            logger.warning("abort of request %s failed: %s", rid, error)
+            return False
+        return True
 
     async def generate_response(
         self, messages: Sequence[MessageLike], json_schema: Mapping[str, Any] | None = None

@@ -7,8 +7,28 @@ async with Producer() as p:
     result = await job.result(timeout=60)
 """
 
-from producer.errors import InvalidRequest, JobFailed, JobLost, JobNotFound
+from producer.errors import (
+    InvalidRequest,
+    JobCancelled,
+    JobFailed,
+    JobLost,
+    JobNotFound,
+    QueueFull,
+    RedisUnavailable,
+    StreamReset,
+)
 from producer.job import Job
 from producer.producer import Producer
 
-__all__ = ["InvalidRequest", "Job", "JobFailed", "JobLost", "JobNotFound", "Producer"]
+__all__ = [
+    "InvalidRequest",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobLost",
+    "JobNotFound",
+    "Producer",
+    "QueueFull",
+    "RedisUnavailable",
+    "StreamReset",
+]

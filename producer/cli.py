@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from arkq.contract import Event, encode_event
-from producer.errors import InvalidRequest, JobFailed, JobLost, JobNotFound
+from producer.errors import InvalidRequest, JobFailed, JobLost, JobNotFound, QueueFull
 from producer.job import Job
 from producer.producer import Producer
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_REDIS_UNREACHABLE = 0, 1, 2, 3, 4, 5
+EXIT_QUEUE_FULL = 6
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,6 +45,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     result.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the job to end")
     _add_redis_url(result)
     result.set_defaults(run=run_result)
+
+    cancel = commands.add_parser("cancel", help="cancel a job: a queued one never runs, a running one stops")
+    cancel.add_argument("job_id")
+    _add_redis_url(cancel)
+    cancel.set_defaults(run=run_cancel)
 
 
 def _add_redis_url(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +85,9 @@ async def run_submit(args: argparse.Namespace) -> int:
         except InvalidRequest as error:
             print(f"arkq: {error}", file=sys.stderr)
             return EXIT_USAGE
+        except QueueFull as error:
+            print(f"arkq: {error}", file=sys.stderr)
+            return EXIT_QUEUE_FULL
         print(f"job {job.id}", file=sys.stderr)
         return await follow(job, as_json=args.json, out=sys.stdout, timeout=args.timeout)
 
@@ -107,6 +116,19 @@ async def run_result(args: argparse.Namespace) -> int:
         return EXIT_OK if result.ok else EXIT_JOB_FAILED
 
 
+async def run_cancel(args: argparse.Namespace) -> int:
+    async with Producer(args.redis_url) as producer:
+        outcome = await producer.job(args.job_id).cancel()
+    messages = {
+        "cancelled": "cancelled before it started: it will never run",
+        "cancelling": "running: its worker stops it within a second",
+        "ended": "it had ended already: nothing to cancel",
+        "unknown": "no such job",
+    }
+    print(f"job {args.job_id}: {messages[outcome]}", file=sys.stderr)
+    return EXIT_NOT_FOUND if outcome == "unknown" else EXIT_OK
+
+
 async def follow(job: Job, *, as_json: bool, out: TextIO, timeout: float | None = None) -> int:
     """Print a job's stream until it ends; the exit code says how it ended."""
     last: Event | None = None
@@ -119,7 +141,7 @@ async def follow(job: Job, *, as_json: bool, out: TextIO, timeout: float | None 
                 elif event.type == "token":
                     out.write(event.text)
                 elif event.type == "reset":
-                    out.write("\n[reset: the job restarted]\n")
+                    out.write("\n[reset: the job started over]\n")
                 out.flush()
     except (JobNotFound, JobLost) as error:
         print(f"arkq: {error}", file=sys.stderr)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from arkq.contract import JobResult
 
 
@@ -34,3 +41,35 @@ class JobFailed(Exception):
     @property
     def retryable(self) -> bool:
         return bool(self.result.error and self.result.error.retryable)
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled (`job.cancel()`, `arkq cancel`)."""
+
+
+class QueueFull(Exception):
+    """`queue.max_depth` jobs are queued or running already; nothing was written."""
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis did not answer within the producer's timeout (`redis.connect_timeout_s`)."""
+
+
+class StreamReset(Exception):
+    """The attempt whose tokens were being yielded was voided (its worker died, or its stream failed)
+    and the job started over. Drop the text received so far; `job.tokens()` again yields the new
+    attempt's tokens only."""
+
+    def __init__(self, job_id: str, reason: str):
+        super().__init__(f"job {job_id} started over: {reason}")
+        self.reason = reason
+
+
+@asynccontextmanager
+async def redis_answers_within(seconds: float) -> AsyncIterator[None]:
+    """Bound a producer's Redis round trips: a caller gets RedisUnavailable, never a hang."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except (TimeoutError, RedisConnectionError, RedisTimeoutError) as error:
+        raise RedisUnavailable(f"Redis did not answer within {seconds} s: {error or 'timed out'}") from error

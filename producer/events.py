@@ -25,14 +25,15 @@ async def read_events(
     *,
     channel_prefix: str,
     is_pending: Callable[[], Awaitable[bool]],
+    from_seq: int = 0,
     quiet_check_s: float = QUIET_CHECK_S,
 ) -> AsyncIterator[Event]:
-    """Every event of the job from seq 0, each once, ending after the terminal one.
+    """Every event of the job from `from_seq`, each once, ending after the terminal one.
 
     When the channel has been quiet, `is_pending` (queued or running?) decides whether to keep waiting:
     a job that is neither, with no terminal event in its log, raises JobLost instead of a hang."""
     log_key = event_log_key(job_id)
-    next_seq = 0
+    next_seq = from_seq
     pubsub = redis.pubsub()
     try:
         await pubsub.subscribe(channel_name(channel_prefix, job_id))

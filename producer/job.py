@@ -1,4 +1,4 @@
-"""A handle on one job: its events, its tokens, its result."""
+"""A handle on one job: its events, its tokens, its result, its cancellation."""
 
 from __future__ import annotations
 
@@ -6,47 +6,58 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from arq.constants import in_progress_key_prefix, job_key_prefix
+from arq.constants import job_key_prefix
 from redis.asyncio import Redis
 
-from arkq.contract import TERMINAL_EVENT_TYPES, Event, JobResult, event_log_key, result_key
-from producer.errors import JobFailed, JobNotFound
+from arkq.contract import (
+    TERMINAL_EVENT_TYPES,
+    Event,
+    JobResult,
+    event_log_key,
+    lease_key,
+    parse_event,
+    result_key,
+)
+from config_module.settings import ArkConfig
+from producer.cancel import CancelOutcome, cancel_job
+from producer.errors import JobCancelled, JobFailed, JobNotFound, StreamReset, redis_answers_within
 from producer.events import read_events
 
 
 class Job:
     """Cheap to make (`Producer.job(job_id)`); every method asks Redis afresh."""
 
-    def __init__(self, redis: Redis, job_id: str, *, channel_prefix: str):
+    def __init__(self, redis: Redis, job_id: str, *, config: ArkConfig):
         self.id = job_id
         self._redis = redis
-        self._channel_prefix = channel_prefix
+        self._config = config
+        self._answer_within = config.redis.connect_timeout_s
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"
 
     async def exists(self) -> bool:
         """Whether Redis still knows the job: queued, running, or finished within its keep-result time."""
-        keys = (
-            job_key_prefix + self.id,
-            in_progress_key_prefix + self.id,
-            event_log_key(self.id),
-            result_key(self.id),
-        )
-        return await self._redis.exists(*keys) > 0
+        keys = (job_key_prefix + self.id, lease_key(self.id), event_log_key(self.id), result_key(self.id))
+        async with redis_answers_within(self._answer_within):
+            return await self._redis.exists(*keys) > 0
 
     async def is_pending(self) -> bool:
         """Whether the job is queued (or waiting for a retry) or running."""
-        return await self._redis.exists(job_key_prefix + self.id, in_progress_key_prefix + self.id) > 0
+        return await self._redis.exists(job_key_prefix + self.id, lease_key(self.id)) > 0
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event from seq 0, in order, whenever it is called; ends after `done`, `error` or
+    async def events(self, *, from_seq: int = 0) -> AsyncIterator[Event]:
+        """Every event from `from_seq`, in order, whenever it is called; ends after `done`, `error` or
         `cancelled`. Raises JobNotFound for an ID that Redis does not know, JobLost for a job that is no
-        longer queued or running but never ended."""
+        longer queued or running but never ended. A Redis restart is a pause, not an error."""
         if not await self.exists():
             raise JobNotFound(f"no job {self.id!r} in Redis (never enqueued, or expired)")
         reader = read_events(
-            self._redis, self.id, channel_prefix=self._channel_prefix, is_pending=self.is_pending
+            self._redis,
+            self.id,
+            channel_prefix=self._config.streaming.channel_prefix,
+            is_pending=self.is_pending,
+            from_seq=from_seq,
         )
         # aclosing: a caller that stops early gives the pub/sub connection back now, not at GC.
         async with aclosing(reader) as events:
@@ -54,22 +65,45 @@ class Job:
                 yield event
 
     async def tokens(self) -> AsyncIterator[str]:
-        """The answer's text as it streams, token by token."""
-        async with aclosing(self.events()) as events:
+        """The answer's text as it streams, token by token, from the latest attempt only.
+
+        If the attempt being followed is voided (`reset`: its worker died, or its stream failed) after
+        some of its tokens were yielded, raises StreamReset: drop what you have shown and call
+        `tokens()` again, which yields the new attempt's tokens."""
+        start = await self._latest_attempt_seq()
+        yielded = False
+        async with aclosing(self.events(from_seq=start)) as events:
             async for event in events:
                 if event.type == "token":
+                    yielded = True
                     yield event.text
+                elif event.type == "reset" and yielded:
+                    raise StreamReset(self.id, event.reason)
+
+    async def _latest_attempt_seq(self) -> int:
+        """The seq of the last `reset` in the log (0 if none): earlier output is void."""
+        async with redis_answers_within(self._answer_within):
+            history = await self._redis.lrange(event_log_key(self.id), 0, -1)
+        for seq in range(len(history) - 1, -1, -1):
+            if b'"type":"reset"' in history[seq] and parse_event(history[seq]).type == "reset":
+                return seq
+        return 0
+
+    async def text(self, timeout: float | None = 60) -> str:
+        """The whole answer once the job is done (after any restarts): `(await job.result()).text`."""
+        return (await self.result(timeout=timeout)).text
 
     async def fetch_result(self) -> JobResult | None:
         """The stored result if the job has ended, else None; never waits, never raises JobFailed."""
-        raw = await self._redis.get(result_key(self.id))
+        async with redis_answers_within(self._answer_within):
+            raw = await self._redis.get(result_key(self.id))
         return None if raw is None else JobResult.model_validate_json(raw)
 
     async def result(self, timeout: float | None = 60) -> JobResult:
         """Wait up to `timeout` seconds for the job to end and return its result.
 
-        Raises JobFailed when it ended in `error` or `cancelled`, TimeoutError when it has not ended in
-        time, JobNotFound for an unknown ID."""
+        Raises JobFailed when it ended in `error` (JobCancelled when cancelled), TimeoutError when it
+        has not ended in time, JobNotFound for an unknown ID."""
         result = await self.fetch_result()
         if result is None:
             async with asyncio.timeout(timeout), aclosing(self.events()) as events:
@@ -79,6 +113,15 @@ class Job:
             result = await self.fetch_result()
             if result is None:
                 raise JobNotFound(f"job {self.id!r} ended but its result has expired")
+        if result.status == "cancelled":
+            raise JobCancelled(result)
         if not result.ok:
             raise JobFailed(result)
         return result
+
+    async def cancel(self) -> CancelOutcome:
+        """Cancel the job. `cancelled`: it was queued and will never run; `cancelling`: its worker
+        stops it within `worker.lease_renew_s` (its HTTP stream closed, the server told to abort) and
+        it ends with a `cancelled` event; `ended`: it had ended already; `unknown`: no such job."""
+        async with redis_answers_within(self._answer_within):
+            return await cancel_job(self._redis, self.id, self._config)

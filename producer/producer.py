@@ -23,7 +23,7 @@ from arkq.contract import (
 from config_module import loader
 from config_module.settings import ArkConfig
 from model_module.messages import Message
-from producer.errors import InvalidRequest
+from producer.errors import InvalidRequest, QueueFull, redis_answers_within
 from producer.job import Job
 
 #: Job IDs become parts of Redis keys and channel names: keep them printable and bounded.
@@ -52,7 +52,8 @@ class Producer:
 
     async def __aenter__(self) -> Self:
         if self._redis is None:
-            self._redis = await connect(self.config, self._redis_url)
+            async with redis_answers_within(self.config.redis.connect_timeout_s):
+                self._redis = await connect(self.config, self._redis_url)
         return self
 
     async def __aexit__(
@@ -73,7 +74,7 @@ class Producer:
 
     def job(self, job_id: str) -> Job:
         """A handle on an existing job."""
-        return Job(self.redis, job_id, channel_prefix=self.config.streaming.channel_prefix)
+        return Job(self.redis, job_id, config=self.config)
 
     def build_request(
         self,
@@ -142,12 +143,19 @@ class Producer:
             raise InvalidRequest(
                 f"job_id: {job_id!r} must be 1-128 letters, digits or _.:- and start with a letter or digit"
             )
-        job = self.job(job_id)
-        # arq refuses a duplicate while its own job or result key exists; arkq's event log and result
-        # outlive those, and a job that has left them behind must not run again either.
-        if not await self.redis.exists(event_log_key(job_id), result_key(job_id)):
-            await self.redis.enqueue_job(JOB_FUNCTION, payload, _job_id=job_id)
-        return job
+        async with redis_answers_within(self.config.redis.connect_timeout_s):
+            # arq refuses a duplicate while its own job or result key exists; arkq's event log and
+            # result outlive those, and a job that has left them behind (a cancelled one included)
+            # must not run again either.
+            if not await self.redis.exists(event_log_key(job_id), result_key(job_id)):
+                depth = await self.redis.zcard(self.config.queue.name)
+                if depth >= self.config.queue.max_depth:
+                    raise QueueFull(
+                        f"{depth} jobs are queued or running, queue.max_depth={self.config.queue.max_depth}: "
+                        "nothing was enqueued; retry later or add workers"
+                    )
+                await self.redis.enqueue_job(JOB_FUNCTION, payload, _job_id=job_id)
+        return self.job(job_id)
 
 
 def _plain(message: Message | Mapping[str, Any]) -> Any:

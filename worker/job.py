@@ -1,4 +1,10 @@
-"""The generation job: one request through ArkModelLink's typed stream, every delta published."""
+"""The generation job: one request through ArkModelLink's typed stream, every delta published.
+
+One arq job may take several attempts: another worker takes over when the first dies or is stopped
+(its lease lapses), and a stream that fails mid-way is started over. Each attempt opens with `started`,
+after a `reset` when the attempt before it had published output. Whatever happens, the job ends with
+exactly one terminal event (`done`, `error` or `cancelled`), written after its stored result.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,13 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from arq.worker import RetryJob
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from arkq.contract import (
+    CancelledEvent,
     DoneEvent,
     ErrorEvent,
     ErrorInfo,
@@ -25,39 +34,49 @@ from arkq.contract import (
     Timings,
     TokenEvent,
     ToolCallEvent,
+    cancel_key,
     describe_validation_error,
+    lease_key,
     result_key,
 )
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink, Finish, ModelError, ReasoningDelta, TextDelta, ToolCallDelta
 from model_module.errors import stream_incomplete
-from worker.publisher import EventPublisher
+from model_module.retry import backoff_delay
+from worker.lease import Lease, LeaseKeeper, Stop
+from worker.publisher import EventPublisher, LeaseLost
 
 logger = logging.getLogger("arkq.worker")
 
 
-class InvalidJob(ValueError):
-    """The payload is not a GenerationRequest: the job fails alone, it is never retried."""
+class JobCancelled(Exception):
+    """Cancelled before this attempt began."""
 
 
-class GaveUp(Exception):
-    """The job was started `worker.max_tries` times already (crash restarts included)."""
+class JobEnded(Exception):
+    """The job ends now, without (another) attempt, with this error."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.info = ErrorInfo(kind=kind, message=message)
 
 
 def parse_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> GenerationRequest:
     if "undecodable" in kwargs:
-        raise InvalidJob(str(kwargs["undecodable"]))
+        raise JobEnded("invalid_job", str(kwargs["undecodable"]))
     if len(args) != 1 or kwargs:
-        raise InvalidJob("a job takes exactly one argument, the GenerationRequest object")
+        raise JobEnded("invalid_job", "a job takes exactly one argument, the GenerationRequest object")
     try:
         return GenerationRequest.model_validate(args[0])
     except ValidationError as error:
-        raise InvalidJob(f"invalid generation request: {describe_validation_error(error)}") from None
+        raise JobEnded(
+            "invalid_job", f"invalid generation request: {describe_validation_error(error)}"
+        ) from None
 
 
 @dataclass
 class Output:
-    """What one attempt produced so far, for `done`, the stored result and timings."""
+    """What one attempt produced, for `done`, the stored result and timings."""
 
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
@@ -78,111 +97,225 @@ class Output:
             call["function"]["name"] = delta.name
         call["function"]["arguments"] += delta.arguments
 
+    def fill(self, result: JobResult) -> None:
+        result.text = "".join(self.text)
+        result.reasoning = "".join(self.reasoning)
+        result.tool_calls = [self.tool_calls[index] for index in sorted(self.tool_calls)]
+        result.timings.first_token_at = self.first_token_at
 
-async def generate(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """arq entry point. Always ends the job with exactly one terminal event and a stored result; only
-    cancellation (shutdown, abort) escapes, so that arq can hand the job to another worker."""
-    config: ArkConfig = ctx["config"]
-    redis: Redis = ctx["redis"]
+
+async def generate(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, str]:
+    """arq entry point: take the job's lease, run it, and end it with one terminal event."""
+    leases: LeaseKeeper = ctx["leases"]
     job_id: str = ctx["job_id"]
-    publisher = await EventPublisher.open(
-        redis, job_id, channel_prefix=config.streaming.channel_prefix, log_ttl_s=config.streaming.replay_ttl_s
-    )
-    if publisher.ended:
-        # Ended in an earlier attempt whose worker died before arq recorded it: nothing more to say.
-        return {"status": "ended before"}
-    attempt: int = ctx["job_try"]
-    if publisher.next_seq > 0:
-        await publisher.publish(ResetEvent, reason=f"attempt {attempt} starts the job over")
-    started_at = time.time()
-    await publisher.publish(StartedEvent, attempt=attempt, worker=ctx["worker_name"])
-    result = JobResult(
-        job_id=job_id,
-        status="error",
-        attempts=attempt,
-        timings=Timings(
-            enqueued_at=ctx["enqueue_time"].timestamp(), started_at=started_at, finished_at=started_at
-        ),
-    )
-    output = Output()
-    try:
-        async with asyncio.timeout(config.worker.job_timeout_s):
-            if attempt > config.worker.max_tries:
-                raise GaveUp(f"gave up after {config.worker.max_tries} attempts (worker.max_tries)")
-            request = parse_payload(args, kwargs)
-            finish = await _stream(ctx["link"], request, publisher, output)
-    except InvalidJob as error:
-        result.error = ErrorInfo(kind="invalid_job", message=str(error))
-    except GaveUp as error:
-        result.error = ErrorInfo(kind="max_tries", message=str(error))
-    except ModelError as error:
-        result.error = ErrorInfo(kind=error.kind, message=str(error), retryable=error.retryable)
-    except TimeoutError:
-        limit = config.worker.job_timeout_s
-        result.error = ErrorInfo(kind="timeout", message=f"job ran past worker.job_timeout_s={limit}")
-    except Exception as error:  # a bug must fail this job, never the worker
-        logger.exception("job %s failed unexpectedly", job_id)
-        result.error = ErrorInfo(kind="internal", message=f"{type(error).__name__}: {error}")
-    else:
-        result.status = "done"
-        result.finish_reason, result.usage = finish.reason, finish.usage
-        result.parsed = _parse_json(output.text) if request.json_schema else None
-
-    result.text = "".join(output.text)
-    result.reasoning = "".join(output.reasoning)
-    result.tool_calls = [output.tool_calls[index] for index in sorted(output.tool_calls)]
-    result.timings.first_token_at = output.first_token_at
-    result.timings.finished_at = time.time()
-    await _store(redis, result, config.worker.keep_result_s)
-    if result.error is None:
-        await publisher.publish(
-            DoneEvent, finish_reason=result.finish_reason, usage=result.usage, text=result.text
+    lease = await leases.acquire(job_id)
+    if lease is None:
+        raise RetryJob()  # our claim lapsed before we started: the job goes back to the queue
+    with leases.holding(lease):
+        config: ArkConfig = ctx["config"]
+        publisher = await EventPublisher.open(
+            ctx["redis"],
+            job_id,
+            token=lease.token,
+            channel_prefix=config.streaming.channel_prefix,
+            log_ttl_s=config.streaming.replay_ttl_s,
         )
-    else:
-        await publisher.publish(ErrorEvent, **result.error.model_dump())
-    return {"status": result.status}
+        if publisher.ended:
+            # It ended in an attempt whose worker died before arq recorded the end: nothing to add.
+            return {"status": "ended before"}
+        job = GenerationJob(ctx, publisher, args, kwargs)
+        lease.work = asyncio.create_task(job.run())
+        try:
+            result = await lease.work
+        except (asyncio.CancelledError, LeaseLost) as error:
+            return await _stopped(ctx, job, lease, error)
+        await job.finish(result)
+        return {"status": result.status}
 
 
-async def _stream(
-    link: ArkModelLink, request: GenerationRequest, publisher: EventPublisher, output: Output
-) -> Finish:
-    stream = link.stream(
-        request.messages,
-        request.json_schema,
-        max_tokens=request.max_tokens,
-        temperature=request.temperature,
-        model=request.model,
-        rid=publisher.job_id,
-        tools=request.tools,
-    )
-    # aclosing: a job stopped mid-stream closes its HTTP stream at once, freeing the server's slot.
-    async with aclosing(stream) as deltas:
-        async for delta in deltas:
-            if isinstance(delta, TextDelta):
-                output.mark_first()
-                output.text.append(delta.text)
-                await publisher.publish(TokenEvent, text=delta.text)
-            elif isinstance(delta, ReasoningDelta):
-                output.mark_first()
-                output.reasoning.append(delta.text)
-                await publisher.publish(ReasoningEvent, text=delta.text)
-            elif isinstance(delta, ToolCallDelta):
-                output.mark_first()
-                output.add_tool_call(delta)
-                await publisher.publish(
-                    ToolCallEvent, index=delta.index, id=delta.id, name=delta.name, arguments=delta.arguments
+async def _stopped(
+    ctx: dict[str, Any], job: GenerationJob, lease: Lease, error: BaseException
+) -> dict[str, str]:
+    """The work stopped early: cancelled by its caller, its lease lost, or the worker shutting down."""
+    link: ArkModelLink = ctx["link"]
+    current = asyncio.current_task()
+    shutting_down = current is not None and current.cancelling() > 0
+    # The stream is closed already; tell the server too, so the GPU slot is freed at once.
+    await asyncio.shield(link.abort(lease.job_id))
+    if shutting_down:
+        raise error  # arq puts the job back in the queue for another worker
+    if lease.stop is Stop.CANCELLED and not isinstance(error, LeaseLost):
+        result = job.new_result("cancelled")
+        await job.finish(result)
+        return {"status": "cancelled"}
+    await _wait_for_new_owner_to_finish(ctx["redis"], lease, ctx["config"])
+    raise RetryJob()
+
+
+async def _wait_for_new_owner_to_finish(redis: Redis, lease: Lease, config: ArkConfig) -> None:
+    """Whatever way this attempt ends, arq deletes the job's lease key: wait while another attempt
+    holds it, so that deleting it cannot expose the job to a third worker."""
+    async with asyncio.timeout(config.worker.job_timeout_s):
+        while (holder := await redis.get(lease_key(lease.job_id))) is not None:
+            if holder.decode() == lease.token:
+                return
+            await asyncio.sleep(config.worker.lease_renew_s)
+
+
+class GenerationJob:
+    """The attempts of one job on this worker, from its checks to its stored result."""
+
+    def __init__(
+        self, ctx: dict[str, Any], publisher: EventPublisher, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ):
+        self.config: ArkConfig = ctx["config"]
+        self.redis: Redis = ctx["redis"]
+        self.link: ArkModelLink = ctx["link"]
+        self.worker_name: str = ctx["worker_name"]
+        self.enqueued_at: float = ctx["enqueue_time"].timestamp()
+        self.publisher = publisher
+        self.args, self.kwargs = args, kwargs
+        self.started_at = time.time()
+        self.output = Output()
+
+    def failed(self, error: ErrorInfo) -> JobResult:
+        result = self.new_result("error")
+        result.error = error
+        return result
+
+    def new_result(self, status: str) -> JobResult:
+        result = JobResult(
+            job_id=self.publisher.job_id,
+            status=status,  # type: ignore[arg-type]
+            attempts=self.publisher.attempts,
+            timings=Timings(
+                enqueued_at=self.enqueued_at, started_at=self.started_at, finished_at=time.time()
+            ),
+        )
+        self.output.fill(result)
+        return result
+
+    async def run(self) -> JobResult:
+        """Attempt the job until it is done or cannot be. A lost lease, a Redis that stays down and
+        cancellation from outside escape; anything else ends the job with a result."""
+        try:
+            async with asyncio.timeout(self.config.worker.job_timeout_s):
+                request = await self._admit()
+                finish = await self._attempts(request)
+        except JobCancelled:
+            return self.new_result("cancelled")
+        except JobEnded as ended:
+            return self.failed(ended.info)
+        except TimeoutError:
+            limit = self.config.worker.job_timeout_s
+            return self.failed(
+                ErrorInfo(kind="timeout", message=f"job ran past worker.job_timeout_s={limit}")
+            )
+        except (LeaseLost, RedisError):
+            raise
+        except Exception as error:  # a bug must fail this job, never the worker
+            logger.exception("job %s failed unexpectedly", self.publisher.job_id)
+            return self.failed(ErrorInfo(kind="internal", message=f"{type(error).__name__}: {error}"))
+        result = self.new_result("done")
+        result.finish_reason, result.usage = finish.reason, finish.usage
+        result.parsed = _parse_json(result.text) if request.json_schema else None
+        return result
+
+    async def _admit(self) -> GenerationRequest:
+        """The checks before any attempt: cancelled, expired, out of tries, malformed."""
+        if await self.redis.exists(cancel_key(self.publisher.job_id)):
+            raise JobCancelled()
+        expiry = self.config.queue.job_expiry_s
+        if self.publisher.attempts == 0 and self.started_at - self.enqueued_at > expiry:
+            waited = self.started_at - self.enqueued_at
+            raise JobEnded("expired", f"queued {waited:.0f} s, past queue.job_expiry_s={expiry}: not run")
+        self._check_tries()
+        return parse_payload(self.args, self.kwargs)
+
+    def _check_tries(self) -> None:
+        limit = self.config.worker.max_tries
+        if self.publisher.attempts >= limit:
+            raise JobEnded("max_tries", f"gave up after {limit} attempts (worker.max_tries)")
+
+    async def _attempts(self, request: GenerationRequest) -> Finish:
+        restarts = 0
+        while True:
+            if self.publisher.dirty:
+                await self.publisher.publish(
+                    ResetEvent, reason=f"attempt {self.publisher.attempts + 1} starts over"
                 )
-            elif isinstance(delta, Finish):
-                return delta
-    raise stream_incomplete("no finish event")
+            await self.publisher.publish(
+                StartedEvent, attempt=self.publisher.attempts + 1, worker=self.worker_name
+            )
+            self.output = Output()
+            try:
+                return await self._stream(request)
+            except ModelError as error:
+                if not error.retryable:
+                    raise JobEnded(error.kind, str(error)) from error
+                if self.publisher.attempts >= self.config.worker.max_tries:
+                    raise JobEnded(
+                        error.kind, f"{error} (after {self.publisher.attempts} attempts)"
+                    ) from error
+                llm = self.config.llm
+                delay = backoff_delay(restarts, llm.backoff_base_s, llm.backoff_max_s, error.retry_after)
+                logger.warning("job %s: %s; restarting in %.2f s", self.publisher.job_id, error, delay)
+                await asyncio.sleep(delay)
+                restarts += 1
+
+    async def _stream(self, request: GenerationRequest) -> Finish:
+        publish, output = self.publisher.publish, self.output
+        stream = self.link.stream(
+            request.messages,
+            request.json_schema,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            model=request.model,
+            rid=self.publisher.job_id,
+            tools=request.tools,
+        )
+        # aclosing: a job stopped mid-stream closes its HTTP stream at once.
+        async with aclosing(stream) as deltas:
+            async for delta in deltas:
+                if isinstance(delta, TextDelta):
+                    output.mark_first()
+                    output.text.append(delta.text)
+                    await publish(TokenEvent, text=delta.text)
+                elif isinstance(delta, ReasoningDelta):
+                    output.mark_first()
+                    output.reasoning.append(delta.text)
+                    await publish(ReasoningEvent, text=delta.text)
+                elif isinstance(delta, ToolCallDelta):
+                    output.mark_first()
+                    output.add_tool_call(delta)
+                    await publish(
+                        ToolCallEvent,
+                        index=delta.index,
+                        id=delta.id,
+                        name=delta.name,
+                        arguments=delta.arguments,
+                    )
+                elif isinstance(delta, Finish):
+                    return delta
+        raise stream_incomplete("no finish event")
+
+    async def finish(self, result: JobResult) -> None:
+        """Store the result, then publish the one terminal event."""
+        keep_ms = int(self.config.worker.keep_result_s * 1000)
+        await self.redis.set(result_key(result.job_id), result.model_dump_json(), px=keep_ms)
+        if result.status == "done":
+            await self.publisher.publish(
+                DoneEvent, finish_reason=result.finish_reason, usage=result.usage, text=result.text
+            )
+        elif result.status == "cancelled":
+            await self.publisher.publish(CancelledEvent)
+        else:
+            assert result.error is not None
+            await self.publisher.publish(ErrorEvent, **result.error.model_dump())
 
 
-def _parse_json(pieces: list[str]) -> Any:
+def _parse_json(text: str) -> Any:
     try:
-        return json.loads("".join(pieces))
+        return json.loads(text)
     except ValueError:
         return None  # e.g. cut by max_tokens: the text is still the result
-
-
-async def _store(redis: Redis, result: JobResult, keep_result_s: float) -> None:
-    await redis.set(result_key(result.job_id), result.model_dump_json(), px=int(keep_result_s * 1000))

@@ -1,4 +1,4 @@
-"""Publishing a job's events: the replay log first, then pub/sub, in one round trip."""
+"""Publishing a job's events: appended to the replay log and published live, fenced by the lease."""
 
 from __future__ import annotations
 
@@ -6,16 +6,43 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from arkq.contract import TERMINAL_EVENT_TYPES, Event, channel_name, encode_event, event_log_key, parse_event
+from arkq.contract import (
+    TERMINAL_EVENT_TYPES,
+    Event,
+    channel_name,
+    encode_event,
+    event_log_key,
+    lease_key,
+    parse_event,
+)
+
+# KEYS[1]: the job's lease, KEYS[2]: its replay log. ARGV: token, channel, log TTL (ms), events...
+# Appends and publishes only while the caller holds the lease; returns the log's length, or -1.
+_PUBLISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+for i = 4, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+  redis.call('PUBLISH', ARGV[2], ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return redis.call('LLEN', KEYS[2])
+"""
+
+OUTPUT_EVENT_TYPES = frozenset({"token", "reasoning", "tool_call"})
+
+
+class LeaseLost(Exception):
+    """The job's lease is no longer ours: another attempt owns the job, this one must stop."""
 
 
 class EventPublisher:
     """Gives each event of one job the next `seq` and makes it durable before it is live.
 
-    The event is appended to the job's replay log (a list, so its index is its `seq`) and published on
-    the job's channel in the same pipeline: a subscriber that sees it live can always find everything
-    before it in the log. Only one attempt of a job runs at a time, so a local counter, started from the
-    log's length, numbers the events without gaps across attempts.
+    Each event is appended to the job's replay log (a list, so its index is its `seq`) and published on
+    the job's channel by one script, which first checks that this attempt still holds the job's lease:
+    a subscriber that sees an event live can always find everything before it in the log, and a worker
+    that lost its lease cannot interleave its events with the new owner's. Only the lease holder
+    publishes, so a local counter, started from the log's length, numbers events without gaps.
     """
 
     def __init__(
@@ -23,41 +50,53 @@ class EventPublisher:
         redis: Redis,
         job_id: str,
         *,
+        token: str,
         channel_prefix: str,
         log_ttl_s: float,
-        next_seq: int,
-        ended: bool = False,
+        history: list[Event],
     ):
         self.job_id = job_id
-        self.next_seq = next_seq
+        self.next_seq = len(history)
         #: The log already holds a terminal event: the job ended before, and must not end twice.
-        self.ended = ended
+        self.ended = bool(history) and history[-1].type in TERMINAL_EVENT_TYPES
+        #: Attempts made so far (`started` events).
+        self.attempts = 0
+        #: Output was published since the last reset: a new attempt must void it first.
+        self.dirty = False
+        for event in history:
+            self._track(event)
         self._redis = redis
-        self._log_key = event_log_key(job_id)
+        self._token = token
+        self._keys = [lease_key(job_id), event_log_key(job_id)]
         self._channel = channel_name(channel_prefix, job_id)
         self._log_ttl_ms = int(log_ttl_s * 1000)
+        self._script = redis.register_script(_PUBLISH)
 
     @classmethod
     async def open(
-        cls, redis: Redis, job_id: str, *, channel_prefix: str, log_ttl_s: float
+        cls, redis: Redis, job_id: str, *, token: str, channel_prefix: str, log_ttl_s: float
     ) -> EventPublisher:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.llen(event_log_key(job_id))
-            pipe.lindex(event_log_key(job_id), -1)
-            next_seq, last = await pipe.execute()
-        ended = last is not None and parse_event(last).type in TERMINAL_EVENT_TYPES
+        """Read what earlier attempts published: on a first attempt the log is empty and this is cheap."""
+        history = [parse_event(raw) for raw in await redis.lrange(event_log_key(job_id), 0, -1)]
         return cls(
-            redis, job_id, channel_prefix=channel_prefix, log_ttl_s=log_ttl_s, next_seq=next_seq, ended=ended
+            redis, job_id, token=token, channel_prefix=channel_prefix, log_ttl_s=log_ttl_s, history=history
         )
+
+    def _track(self, event: Event) -> None:
+        if event.type in OUTPUT_EVENT_TYPES:
+            self.dirty = True
+        elif event.type == "reset":
+            self.dirty = False
+        elif event.type == "started":
+            self.attempts += 1
 
     async def publish(self, event_type: type[Event], **fields: Any) -> Event:  # type: ignore[valid-type]
         event = event_type(job_id=self.job_id, seq=self.next_seq, **fields)
-        data = encode_event(event)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(self._log_key, data)
-            pipe.publish(self._channel, data)
-            # Renewed with every event: the log outlives its job by the TTL, however long the job runs.
-            pipe.pexpire(self._log_key, self._log_ttl_ms)
-            await pipe.execute()
+        length = await self._script(
+            keys=self._keys, args=[self._token, self._channel, self._log_ttl_ms, encode_event(event)]
+        )
+        if length == -1:
+            raise LeaseLost(f"job {self.job_id}: the lease is held by another attempt")
         self.next_seq += 1
+        self._track(event)
         return event

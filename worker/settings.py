@@ -14,6 +14,7 @@ from config_module.loader import config as default_config
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink
 from worker.job import generate
+from worker.lease import LeaseKeeper
 
 #: arq's own limit sits a little above the job's, so the job reports its timeout itself.
 ARQ_TIMEOUT_MARGIN_S = 5.0
@@ -36,9 +37,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         backoff_max_s=llm.backoff_max_s,
     )
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
+    leases = LeaseKeeper(ctx["redis"], lease_s=config.worker.lease_s, renew_s=config.worker.lease_renew_s)
+    leases.start()
+    ctx["leases"] = leases
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    leases: LeaseKeeper | None = ctx.get("leases")
+    if leases is not None:
+        await leases.stop()
     link: ArkModelLink | None = ctx.get("link")
     if link is not None:
         await link.aclose()
@@ -47,8 +54,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 def worker_options(config: ArkConfig) -> dict[str, Any]:
     """arq `Worker` keyword arguments for a configuration (the demo runs a worker in process with them)."""
     return {
-        # arq gives up one try later than arkq, so the job itself ends with an `error` event that says so.
-        "functions": [func(generate, name=JOB_FUNCTION, max_tries=config.worker.max_tries + 1)],
+        # arkq counts attempts itself and ends the job with an `error` event past worker.max_tries; arq's
+        # own count (which also counts starts that died before their first event) is only a backstop.
+        "functions": [func(generate, name=JOB_FUNCTION, max_tries=2 * config.worker.max_tries + 1)],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "queue_name": config.queue.name,
@@ -57,6 +65,9 @@ def worker_options(config: ArkConfig) -> dict[str, Any]:
         "keep_result": config.worker.keep_result_s,
         "poll_delay": config.worker.poll_delay_s,
         "health_check_interval": config.worker.health_check_interval_s,
+        # SIGTERM: stop taking jobs, let running ones finish for the grace period, then hand the rest
+        # back to the queue (arq re-queues a cancelled job at once, and its lease goes with it).
+        "job_completion_wait": config.worker.shutdown_grace_s,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
     }

@@ -5,10 +5,19 @@ import asyncio
 import pytest
 from arq.connections import ArqRedis
 
-from arkq.contract import DoneEvent, StartedEvent, TokenEvent, channel_name, encode_event, event_log_key
+from arkq.contract import (
+    DoneEvent,
+    StartedEvent,
+    TokenEvent,
+    channel_name,
+    encode_event,
+    event_log_key,
+    lease_key,
+    parse_event,
+)
 from producer.errors import JobLost
 from producer.events import read_events
-from worker.publisher import EventPublisher
+from worker.publisher import EventPublisher, LeaseLost
 
 PREFIX = "ark:tokens:"
 
@@ -22,8 +31,10 @@ async def collect(redis: ArqRedis, job_id: str, is_pending=still_pending) -> lis
     return [event async for event in reader]
 
 
-async def publisher(redis: ArqRedis, job_id: str = "j") -> EventPublisher:
-    return await EventPublisher.open(redis, job_id, channel_prefix=PREFIX, log_ttl_s=60)
+async def publisher(redis: ArqRedis, job_id: str = "j", token: str = "attempt-1") -> EventPublisher:
+    """A publisher holding the job's lease, as a worker's attempt does."""
+    await redis.set(lease_key(job_id), token)
+    return await EventPublisher.open(redis, job_id, token=token, channel_prefix=PREFIX, log_ttl_s=60)
 
 
 async def test_seq_counts_from_zero_and_the_log_expires(fake_redis: ArqRedis) -> None:
@@ -38,8 +49,23 @@ async def test_a_second_attempt_continues_the_sequence(fake_redis: ArqRedis) -> 
     pub = await publisher(fake_redis)
     await pub.publish(StartedEvent, attempt=1, worker="w")
     await pub.publish(TokenEvent, text="a")
-    again = await publisher(fake_redis)
+    again = await publisher(fake_redis, token="attempt-2")
+    assert (again.attempts, again.dirty, again.ended) == (1, True, False)
     assert (await again.publish(StartedEvent, attempt=2, worker="w")).seq == 2
+
+
+async def test_an_attempt_that_lost_its_lease_cannot_publish(fake_redis: ArqRedis) -> None:
+    old = await publisher(fake_redis, token="attempt-1")
+    await old.publish(StartedEvent, attempt=1, worker="w")
+    new = await publisher(fake_redis, token="attempt-2")  # another worker took the job over
+    with pytest.raises(LeaseLost):
+        await old.publish(TokenEvent, text="stale")
+    await new.publish(StartedEvent, attempt=2, worker="w2")
+    assert [e.attempt for e in await collect_now(fake_redis)] == [1, 2]
+
+
+async def collect_now(redis: ArqRedis) -> list:
+    return [parse_event(raw) for raw in await redis.lrange(event_log_key("j"), 0, -1)]
 
 
 async def test_readers_arriving_before_during_and_after_see_the_same_sequence(fake_redis: ArqRedis) -> None:

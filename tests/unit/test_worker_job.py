@@ -15,6 +15,7 @@ from arkq.contract import (
     StartedEvent,
     TokenEvent,
     event_log_key,
+    lease_key,
     parse_event,
     result_key,
 )
@@ -22,6 +23,7 @@ from arkq.fake_llm import running_fake_llm
 from config_module.loader import load_config
 from model_module import ArkModelLink
 from worker.job import generate
+from worker.lease import LeaseKeeper
 from worker.publisher import EventPublisher
 
 CONFIG = load_config({"ARK_WORKER__MAX_TRIES": "3"})
@@ -30,16 +32,28 @@ REQUEST = {"messages": [{"role": "user", "content": "hello [[arkq:tokens=5]]"}]}
 
 @pytest.fixture
 async def ctx(fake_redis: ArqRedis) -> AsyncIterator[dict[str, Any]]:
+    await fake_redis.set(lease_key("job-1"), b"1")  # arq's claim, which the job turns into a lease
+    leases = LeaseKeeper(fake_redis, lease_s=CONFIG.worker.lease_s, renew_s=CONFIG.worker.lease_renew_s)
     async with running_fake_llm() as llm, ArkModelLink(base_url=llm.base_url, max_retries=0) as link:
         yield {
             "redis": fake_redis,
             "config": CONFIG,
             "link": link,
+            "leases": leases,
             "worker_name": "test:1",
             "job_id": "job-1",
             "job_try": 1,
             "enqueue_time": datetime.now(UTC),
         }
+
+
+async def earlier_attempt(redis: ArqRedis) -> EventPublisher:
+    """What a worker that died had published: it held the lease then."""
+    await redis.set(lease_key("job-1"), b"dead-worker")
+    publisher = await EventPublisher.open(
+        redis, "job-1", token="dead-worker", channel_prefix="ark:tokens:", log_ttl_s=60
+    )
+    return publisher
 
 
 async def logged(redis: ArqRedis) -> list:
@@ -56,9 +70,10 @@ async def test_a_job_publishes_started_tokens_done_and_stores_the_result(ctx: di
 
 
 async def test_a_retried_job_voids_the_earlier_output_with_a_reset(ctx: dict[str, Any]) -> None:
-    earlier = await EventPublisher.open(ctx["redis"], "job-1", channel_prefix="ark:tokens:", log_ttl_s=60)
+    earlier = await earlier_attempt(ctx["redis"])
     await earlier.publish(StartedEvent, attempt=1, worker="dead:1")
     await earlier.publish(TokenEvent, text="partial")  # then that worker was killed
+    await ctx["redis"].set(lease_key("job-1"), b"1")  # its lease lapsed; this worker claimed the job
     await generate({**ctx, "job_try": 2}, REQUEST)
     events = await logged(ctx["redis"])
     assert [e.type for e in events[:4]] == ["started", "token", "reset", "started"]
@@ -67,14 +82,19 @@ async def test_a_retried_job_voids_the_earlier_output_with_a_reset(ctx: dict[str
 
 
 async def test_a_job_that_already_ended_does_not_end_twice(ctx: dict[str, Any]) -> None:
-    earlier = await EventPublisher.open(ctx["redis"], "job-1", channel_prefix="ark:tokens:", log_ttl_s=60)
+    earlier = await earlier_attempt(ctx["redis"])
     await earlier.publish(StartedEvent, attempt=1, worker="dead:1")
     await earlier.publish(DoneEvent, finish_reason="stop", usage=None, text="")
+    await ctx["redis"].set(lease_key("job-1"), b"1")
     await generate({**ctx, "job_try": 2}, REQUEST)
     assert [e.type for e in await logged(ctx["redis"])] == ["started", "done"]
 
 
 async def test_past_max_tries_the_job_ends_with_an_error_that_says_so(ctx: dict[str, Any]) -> None:
+    earlier = await earlier_attempt(ctx["redis"])
+    for attempt in (1, 2, 3):
+        await earlier.publish(StartedEvent, attempt=attempt, worker="dead:1")
+    await ctx["redis"].set(lease_key("job-1"), b"1")
     assert await generate({**ctx, "job_try": 4}, REQUEST) == {"status": "error"}
     last = (await logged(ctx["redis"]))[-1]
     assert (last.type, last.kind) == ("error", "max_tries")

@@ -1,0 +1,129 @@
+"""Leases: a running job's claim that its worker keeps renewing, so a dead worker's job moves on fast.
+
+arq claims a job by setting `arq:in-progress:<id>` for the job timeout plus 10 s: a worker killed with
+SIGKILL keeps its jobs locked that long. arkq writes its own token into that key with a short TTL as
+soon as the job starts, and one task per worker renews the leases of all its jobs every
+`worker.lease_renew_s`. When a worker dies, its leases lapse within `worker.lease_s` and arq's ordinary
+polling hands the jobs to another worker. The token also fences the event stream: a worker that lost its
+lease (it stalled, or Redis lost the key) can no longer publish, so one job never has two live attempts.
+
+The same round trip looks for cancel requests, so a running job learns of its cancellation within one
+renewal interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from arkq.contract import cancel_key, lease_key
+
+logger = logging.getLogger("arkq.worker")
+
+# KEYS: lease keys then cancel keys, one pair per job; ARGV[1]: TTL in ms, then the tokens.
+# Per job: 1 renewed, 0 lost (the key holds another token or is gone), 2 renewed but cancel requested.
+_RENEW = """
+local count = #KEYS / 2
+local states = {}
+for i = 1, count do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    states[i] = redis.call('EXISTS', KEYS[count + i]) == 1 and 2 or 1
+  else
+    states[i] = 0
+  end
+end
+return states
+"""
+
+
+class Stop(enum.Enum):
+    """Why the worker stopped a job's work from outside."""
+
+    CANCELLED = "cancelled"
+    LEASE_LOST = "lease lost"
+
+
+@dataclass
+class Lease:
+    job_id: str
+    token: str
+    #: The task doing the job's work; cancelled when the job is cancelled or the lease is lost.
+    work: asyncio.Task[object] | None = None
+    stop: Stop | None = field(default=None)
+
+    def halt(self, reason: Stop) -> None:
+        if self.stop is None:
+            self.stop = reason
+            if self.work is not None:
+                self.work.cancel()
+
+
+class LeaseKeeper:
+    def __init__(self, redis: Redis, *, lease_s: float, renew_s: float):
+        self._redis = redis
+        self._ttl_ms = int(lease_s * 1000)
+        self._renew_s = renew_s
+        self._leases: dict[str, Lease] = {}
+        self._renew = redis.register_script(_RENEW)
+        self._task: asyncio.Task[None] | None = None
+
+    async def acquire(self, job_id: str) -> Lease | None:
+        """Turn arq's long claim into a short lease with our token; None if there is no claim to turn
+        (it lapsed already: another worker may own the job now)."""
+        token = uuid.uuid4().hex
+        if not await self._redis.set(lease_key(job_id), token, px=self._ttl_ms, xx=True):
+            return None
+        lease = Lease(job_id, token)
+        self._leases[job_id] = lease
+        return lease
+
+    def release(self, lease: Lease) -> None:
+        """Stop renewing; arq deletes the key when it records the job's end."""
+        if self._leases.get(lease.job_id) is lease:
+            del self._leases[lease.job_id]
+
+    @contextlib.contextmanager
+    def holding(self, lease: Lease) -> Iterator[Lease]:
+        try:
+            yield lease
+        finally:
+            self.release(lease)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._keep_renewing(), name="arkq-lease-keeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def renew_once(self) -> None:
+        leases = list(self._leases.values())
+        if not leases:
+            return
+        keys = [lease_key(lease.job_id) for lease in leases] + [cancel_key(lease.job_id) for lease in leases]
+        states = await self._renew(keys=keys, args=[self._ttl_ms, *(lease.token for lease in leases)])
+        for lease, state in zip(leases, states, strict=True):
+            if state == 0:
+                logger.warning("job %s: lease lost; stopping this attempt", lease.job_id)
+                lease.halt(Stop.LEASE_LOST)
+            elif state == 2:
+                lease.halt(Stop.CANCELLED)
+
+    async def _keep_renewing(self) -> None:
+        while True:
+            await asyncio.sleep(self._renew_s)
+            try:
+                await self.renew_once()
+            except RedisError as error:  # the connection retries on its own; try again next round
+                logger.warning("lease renewal failed: %s", error)
