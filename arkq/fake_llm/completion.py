@@ -137,6 +137,21 @@ async def _send_tokens(
         progress.sent += 1
 
 
+async def _linger(turn: Turn, progress: _Progress) -> None:
+    """Keep generating after the client has gone, until the answer is done or the request is aborted.
+
+    Real SGLang has been reported to do this (generation running on to max_tokens after a disconnect),
+    which is why a client that gives up must also `POST /abort_request`: here too the request stays
+    `active`, holding its slot, until one or the other happens."""
+    if turn.active.aborted:
+        return  # aborted first; the write that failed was the abort's own finish chunk, counted already
+    for _ in range(progress.sent, turn.plan.completion_tokens):
+        await turn.active.sleep(turn.itl)
+        if turn.active.aborted:
+            turn.stats.aborted += 1
+            return
+
+
 async def stream(http_request: web.Request, turn: Turn) -> web.StreamResponse:
     plan, stats = turn.plan, turn.stats
     encoder = ChunkEncoder(turn.rid, turn.request.model)
@@ -168,6 +183,7 @@ async def stream(http_request: web.Request, turn: Turn) -> web.StreamResponse:
         await response.write_eof()
     except ConnectionResetError:
         stats.disconnected += 1
+        await _linger(turn, progress)
     except asyncio.CancelledError:
         stats.disconnected += 1
         raise

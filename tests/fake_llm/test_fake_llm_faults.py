@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import aiohttp
+import httpx2
 import openai
 import pytest
 
@@ -214,16 +215,32 @@ async def test_abort_request_on_a_non_streamed_request(
     assert 0 < len((result.choices[0].message.content or "").split()) < 100
 
 
-async def test_client_closing_early_counts_as_disconnected(srv: FakeLLMServer) -> None:
+async def test_a_disconnected_request_holds_its_slot_until_aborted(srv: FakeLLMServer) -> None:
+    """As reported of SGLang: closing the stream alone does not stop generation; an abort does."""
     async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="-", max_retries=0) as client:
         stream = await client.chat.completions.create(
-            model="tgi", messages=say("[[arkq:tokens=500 itl_ms=5]]"), stream=True
+            model="tgi", messages=say("[[arkq:tokens=500 itl_ms=5]]"), stream=True, extra_body={"rid": "gone"}
         )
         async for _ in stream:
             break
         await stream.close()
-    await wait_for(lambda: srv.stats.disconnected == 1)
-    assert (srv.stats.active, srv.stats.completed) == (0, 0)
+        await wait_for(lambda: srv.stats.disconnected == 1)
+        assert (srv.stats.active, srv.stats.completed, srv.stats.aborted) == (1, 0, 0)
+        await client.post("/../abort_request", body={"rid": "gone"}, cast_to=httpx2.Response)
+    await wait_for(lambda: srv.stats.active == 0)
+    assert srv.stats.aborted == 1
+
+
+async def test_a_disconnected_request_ends_by_itself_when_its_answer_is_done(srv: FakeLLMServer) -> None:
+    async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="-", max_retries=0) as client:
+        stream = await client.chat.completions.create(
+            model="tgi", messages=say("[[arkq:tokens=30 itl_ms=5]]"), stream=True
+        )
+        async for _ in stream:
+            break
+        await stream.close()
+    await wait_for(lambda: srv.stats.disconnected == 1 and srv.stats.active == 0)
+    assert srv.stats.aborted == 0
 
 
 async def test_pacing_follows_ttft_and_itl() -> None:
