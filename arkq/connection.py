@@ -36,7 +36,8 @@ def redis_settings(
     settings.conn_timeout = config.redis.connect_timeout_s  # type: ignore[assignment]
     settings.conn_retries = math.ceil(budget / BACKOFF_CAP_S)
     settings.conn_retry_delay = BACKOFF_CAP_S  # type: ignore[assignment]
-    settings.retry_on_error = [ConnectionError, TimeoutError]
+    # OSError: refused or reset while (re)connecting, which redis-py does not count as retryable.
+    settings.retry_on_error = [ConnectionError, TimeoutError, OSError]
     settings.retry = Retry(
         ExponentialBackoff(cap=BACKOFF_CAP_S, base=0.05), retries=math.ceil(budget / BACKOFF_CAP_S) + 4
     )

@@ -8,9 +8,13 @@ the log, which holds every event before any live one (the worker appends before 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arkq.contract import TERMINAL_EVENT_TYPES, Event, channel_name, event_log_key, parse_event
 from producer.errors import JobLost
@@ -27,45 +31,80 @@ async def read_events(
     is_pending: Callable[[], Awaitable[bool]],
     from_seq: int = 0,
     quiet_check_s: float = QUIET_CHECK_S,
+    retry_s: float = 30.0,
 ) -> AsyncIterator[Event]:
     """Every event of the job from `from_seq`, each once, ending after the terminal one.
 
     When the channel has been quiet, `is_pending` (queued or running?) decides whether to keep waiting:
     a job that is neither, with no terminal event in its log, raises JobLost instead of a hang."""
     log_key = event_log_key(job_id)
+    channel = channel_name(channel_prefix, job_id)
     next_seq = from_seq
     pubsub = redis.pubsub()
+    outage = Outage(retry_s)
     try:
-        await pubsub.subscribe(channel_name(channel_prefix, job_id))
+        await pubsub.subscribe(channel)
         quiet = False
         while True:
-            # Pending is asked before the log is read: a job that ends in between has its terminal
-            # event in the log by then (the worker publishes it before arq lets go of the job).
-            pending = await is_pending() if quiet else True
-            backlog = await redis.lrange(log_key, next_seq, -1)
-            for raw in backlog:
-                event = parse_event(raw)
-                next_seq = event.seq + 1
-                yield event
-                if event.type in TERMINAL_EVENT_TYPES:
-                    return
-            if not pending and not backlog:
-                raise JobLost(f"job {job_id!r} is not queued or running and its events ended without an end")
-            quiet = False
-            # Follow the live channel until something is out of order or it goes quiet.
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=quiet_check_s)
-                if message is None:
-                    quiet = True
-                    break
-                event = parse_event(message["data"])
-                if event.seq < next_seq:
-                    continue
-                if event.seq > next_seq:
-                    break
-                next_seq += 1
-                yield event
-                if event.type in TERMINAL_EVENT_TYPES:
-                    return
+            try:
+                # Pending is asked before the log is read: a job that ends in between has its
+                # terminal event in the log by then (the worker publishes it before arq lets go).
+                pending = await is_pending() if quiet else True
+                backlog = await redis.lrange(log_key, next_seq, -1)
+                outage.over()
+                for raw in backlog:
+                    event = parse_event(raw)
+                    next_seq = event.seq + 1
+                    yield event
+                    if event.type in TERMINAL_EVENT_TYPES:
+                        return
+                if not pending and not backlog:
+                    raise JobLost(
+                        f"job {job_id!r} is not queued or running and its events ended without an end"
+                    )
+                quiet = False
+                # Follow the live channel until something is out of order or it goes quiet.
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=quiet_check_s)
+                    if message is None:
+                        quiet = True
+                        break
+                    event = parse_event(message["data"])
+                    if event.seq < next_seq:
+                        continue
+                    if event.seq > next_seq:
+                        break
+                    next_seq += 1
+                    yield event
+                    if event.type in TERMINAL_EVENT_TYPES:
+                        return
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                # Redis went away (a restart, a failover): wait, subscribe again, and catch up from the
+                # log, which kept whatever was published meanwhile.
+                await outage.wait(error)
+                await pubsub.aclose()
+                pubsub = redis.pubsub()
+                await pubsub.subscribe(channel)
     finally:
         await pubsub.aclose()
+
+
+class Outage:
+    """Backoff while Redis is unreachable, up to a budget; then the last error is raised."""
+
+    def __init__(self, budget_s: float):
+        self._budget_s = budget_s
+        self._since: float | None = None
+        self._attempt = 0
+
+    def over(self) -> None:
+        self._since, self._attempt = None, 0
+
+    async def wait(self, error: Exception) -> None:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        if now - self._since > self._budget_s:
+            raise error
+        await asyncio.sleep(min(1.0, 0.05 * 2**self._attempt))
+        self._attempt += 1

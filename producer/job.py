@@ -58,6 +58,7 @@ class Job:
             channel_prefix=self._config.streaming.channel_prefix,
             is_pending=self.is_pending,
             from_seq=from_seq,
+            retry_s=self._config.redis.retry_s,
         )
         # aclosing: a caller that stops early gives the pub/sub connection back now, not at GC.
         async with aclosing(reader) as events:
