@@ -65,11 +65,13 @@ def start(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | No
     return Process(name, popen, log_path)
 
 
-def start_redis(log_dir: Path, *extra: str) -> tuple[Process, str]:
+def start_redis(log_dir: Path, *extra: str, port: int | None = None) -> tuple[Process, str]:
+    """A redis-server on a free port (or `port`), keeping its files in `log_dir`; `extra` settings win,
+    e.g. `"--appendonly", "yes"` for a server whose queue survives a restart."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed: `apt-get install redis-server` (CI does this)")
-    port = free_port()
+    port = port or free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(log_dir), *extra]
     process = start(f"redis-{port}", argv, log_dir)
@@ -105,6 +107,11 @@ def start_fake_llm(log_dir: Path, *options: str) -> tuple[Process, str]:
     return process, f"http://127.0.0.1:{port}/v1"
 
 
+def worker_pid(worker_name: str) -> int:
+    """The process ID in a `started` event's worker name (`host:pid`)."""
+    return int(worker_name.rsplit(":", 1)[1])
+
+
 @dataclass
 class WorkerFleet:
     """N `arq worker.WorkerSettings` processes, as `docker compose up --scale worker=N` runs them."""
@@ -134,6 +141,12 @@ class WorkerFleet:
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
+
+    def by_pid(self, pid: int) -> Process:
+        return next(p for p in self.processes if p.popen.pid == pid)
+
+    def alive(self) -> list[Process]:
+        return [p for p in self.processes if p.popen.poll() is None]
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log()}" for p in self.processes)

@@ -141,7 +141,7 @@ async def _stopped(
     current = asyncio.current_task()
     shutting_down = current is not None and current.cancelling() > 0
     # The stream is closed already; tell the server too, so the GPU slot is freed at once.
-    await asyncio.shield(link.abort(lease.job_id))
+    await asyncio.shield(link.abort(job.rid))
     if shutting_down:
         raise error  # arq puts the job back in the queue for another worker
     if lease.stop is Stop.CANCELLED and not isinstance(error, LeaseLost):
@@ -263,6 +263,12 @@ class GenerationJob:
                 await asyncio.sleep(delay)
                 restarts += 1
 
+    @property
+    def rid(self) -> str:
+        """SGLang's request ID for this attempt: the job ID and the attempt number, so that aborting one
+        attempt (a stalled worker's, say) never aborts another's."""
+        return f"{self.publisher.job_id}-{self.publisher.attempts}"
+
     async def _stream(self, request: GenerationRequest) -> Finish:
         publish, output = self.publisher.publish, self.output
         stream = self.link.stream(
@@ -271,7 +277,7 @@ class GenerationJob:
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             model=request.model,
-            rid=self.publisher.job_id,
+            rid=self.rid,
             tools=request.tools,
         )
         # aclosing: a job stopped mid-stream closes its HTTP stream at once.
