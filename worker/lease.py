@@ -9,6 +9,10 @@ lease (it stalled, or Redis lost the key) can no longer publish, so one job neve
 
 The same round trip looks for cancel requests, so a running job learns of its cancellation within one
 renewal interval.
+
+One gap remains between arq's claim and the lease: a worker killed in those few milliseconds leaves
+arq's long claim behind. So every `worker.lease_s` each worker also reaps claims that were never turned
+into a lease (the key still holds arq's `1` long after it was set), and the job is claimed again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +50,26 @@ return states
 """
 
 
+# KEYS[1]: the queue. ARGV: now (ms), scan limit, arq's claim TTL (ms), age (ms) of a claim that should
+# have become a lease long ago. Returns how many dead claims were removed.
+_REAP = """
+local reaped = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
+  local key = 'arq:in-progress:' .. id
+  if redis.call('GET', key) == '1' then
+    local ttl = redis.call('PTTL', key)
+    if ttl > 0 and ttl < tonumber(ARGV[3]) - tonumber(ARGV[4]) then
+      redis.call('DEL', key)
+      reaped = reaped + 1
+    end
+  end
+end
+return reaped
+"""
+#: Queue entries a reaping round looks at.
+REAP_SCAN_LIMIT = 2000
+
+
 class Stop(enum.Enum):
     """Why the worker stopped a job's work from outside."""
 
@@ -68,12 +93,15 @@ class Lease:
 
 
 class LeaseKeeper:
-    def __init__(self, redis: Redis, *, lease_s: float, renew_s: float):
+    def __init__(self, redis: Redis, *, lease_s: float, renew_s: float, queue_name: str, claim_ttl_s: float):
         self._redis = redis
         self._ttl_ms = int(lease_s * 1000)
         self._renew_s = renew_s
+        self._queue_name = queue_name
+        self._claim_ttl_ms = int(claim_ttl_s * 1000)
         self._leases: dict[str, Lease] = {}
         self._renew = redis.register_script(_RENEW)
+        self._reap = redis.register_script(_REAP)
         self._task: asyncio.Task[None] | None = None
 
     async def acquire(self, job_id: str) -> Lease | None:
@@ -120,10 +148,24 @@ class LeaseKeeper:
             elif state == 2:
                 lease.halt(Stop.CANCELLED)
 
+    async def reap_once(self) -> int:
+        """Remove arq claims whose worker died before it turned them into a lease."""
+        now_ms = int(time.time() * 1000)
+        args = [now_ms, REAP_SCAN_LIMIT, self._claim_ttl_ms, self._ttl_ms]
+        reaped = await self._reap(keys=[self._queue_name], args=args)
+        if reaped:
+            logger.warning("released %d job(s) claimed by a worker that died before starting them", reaped)
+        return reaped
+
     async def _keep_renewing(self) -> None:
+        rounds_per_reap = max(1, round(self._ttl_ms / 1000 / self._renew_s))
+        rounds = 0
         while True:
             await asyncio.sleep(self._renew_s)
+            rounds += 1
             try:
                 await self.renew_once()
+                if rounds % rounds_per_reap == 0:
+                    await self.reap_once()
             except RedisError as error:  # the connection retries on its own; try again next round
                 logger.warning("lease renewal failed: %s", error)

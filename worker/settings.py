@@ -37,7 +37,13 @@ async def startup(ctx: dict[str, Any]) -> None:
         backoff_max_s=llm.backoff_max_s,
     )
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
-    leases = LeaseKeeper(ctx["redis"], lease_s=config.worker.lease_s, renew_s=config.worker.lease_renew_s)
+    leases = LeaseKeeper(
+        ctx["redis"],
+        lease_s=config.worker.lease_s,
+        renew_s=config.worker.lease_renew_s,
+        queue_name=config.queue.name,
+        claim_ttl_s=arq_claim_ttl_s(config),
+    )
     leases.start()
     ctx["leases"] = leases
 
@@ -51,6 +57,15 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await link.aclose()
 
 
+def arq_job_timeout_s(config: ArkConfig) -> float:
+    return config.worker.job_timeout_s + ARQ_TIMEOUT_MARGIN_S
+
+
+def arq_claim_ttl_s(config: ArkConfig) -> float:
+    """How long arq's claim on a job lasts before arkq's lease replaces it: arq's job timeout + 10 s."""
+    return arq_job_timeout_s(config) + 10
+
+
 def worker_options(config: ArkConfig) -> dict[str, Any]:
     """arq `Worker` keyword arguments for a configuration (the demo runs a worker in process with them)."""
     return {
@@ -61,7 +76,7 @@ def worker_options(config: ArkConfig) -> dict[str, Any]:
         "on_shutdown": shutdown,
         "queue_name": config.queue.name,
         "max_jobs": config.worker.max_jobs,
-        "job_timeout": config.worker.job_timeout_s + ARQ_TIMEOUT_MARGIN_S,
+        "job_timeout": arq_job_timeout_s(config),
         "keep_result": config.worker.keep_result_s,
         "poll_delay": config.worker.poll_delay_s,
         "health_check_interval": config.worker.health_check_interval_s,

@@ -33,7 +33,13 @@ REQUEST = {"messages": [{"role": "user", "content": "hello [[arkq:tokens=5]]"}]}
 @pytest.fixture
 async def ctx(fake_redis: ArqRedis) -> AsyncIterator[dict[str, Any]]:
     await fake_redis.set(lease_key("job-1"), b"1")  # arq's claim, which the job turns into a lease
-    leases = LeaseKeeper(fake_redis, lease_s=CONFIG.worker.lease_s, renew_s=CONFIG.worker.lease_renew_s)
+    leases = LeaseKeeper(
+        fake_redis,
+        lease_s=CONFIG.worker.lease_s,
+        renew_s=CONFIG.worker.lease_renew_s,
+        queue_name="arq:queue",
+        claim_ttl_s=310,
+    )
     async with running_fake_llm() as llm, ArkModelLink(base_url=llm.base_url, max_retries=0) as link:
         yield {
             "redis": fake_redis,

@@ -1,0 +1,88 @@
+"""Leases on fakeredis: renewal, loss, cancellation and the reaping of dead claims."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from arq.connections import ArqRedis
+
+from arkq.contract import cancel_key, lease_key
+from worker.lease import LeaseKeeper, Stop
+
+CLAIM_TTL_S = 310.0
+
+
+def keeper(redis: ArqRedis) -> LeaseKeeper:
+    return LeaseKeeper(redis, lease_s=6, renew_s=0.5, queue_name="arq:queue", claim_ttl_s=CLAIM_TTL_S)
+
+
+async def claimed(redis: ArqRedis, job_id: str, age_s: float = 0) -> None:
+    """As arq claims a job: queued, and its in-progress key set to 1 for the claim TTL."""
+    await redis.zadd("arq:queue", {job_id: int(time.time() * 1000) - 1000})
+    await redis.set(lease_key(job_id), b"1", px=int((CLAIM_TTL_S - age_s) * 1000))
+
+
+async def test_acquire_turns_the_claim_into_a_short_lease_that_renewal_extends(fake_redis: ArqRedis) -> None:
+    leases = keeper(fake_redis)
+    await claimed(fake_redis, "j")
+    lease = await leases.acquire("j")
+    assert lease is not None
+    assert (await fake_redis.get(lease_key("j"))).decode() == lease.token
+    assert 0 < await fake_redis.pttl(lease_key("j")) <= 6000
+    await fake_redis.pexpire(lease_key("j"), 1000)
+    await leases.renew_once()
+    assert await fake_redis.pttl(lease_key("j")) > 1000
+    assert lease.stop is None
+
+
+async def test_no_claim_no_lease(fake_redis: ArqRedis) -> None:
+    assert await keeper(fake_redis).acquire("unclaimed") is None
+
+
+async def test_a_lease_taken_over_stops_the_work(fake_redis: ArqRedis) -> None:
+    leases = keeper(fake_redis)
+    await claimed(fake_redis, "j")
+    lease = await leases.acquire("j")
+    lease.work = asyncio.create_task(asyncio.sleep(30))
+    await fake_redis.set(lease_key("j"), b"someone-else")
+    await leases.renew_once()
+    assert lease.stop is Stop.LEASE_LOST
+    await asyncio.sleep(0)
+    assert lease.work.cancelled()
+    assert (await fake_redis.get(lease_key("j"))) == b"someone-else", "never renews another's lease"
+
+
+async def test_a_cancel_request_stops_the_work(fake_redis: ArqRedis) -> None:
+    leases = keeper(fake_redis)
+    await claimed(fake_redis, "j")
+    lease = await leases.acquire("j")
+    lease.work = asyncio.create_task(asyncio.sleep(30))
+    await fake_redis.set(cancel_key("j"), b"1")
+    await leases.renew_once()
+    assert lease.stop is Stop.CANCELLED
+    await asyncio.sleep(0)
+    assert lease.work.cancelled()
+
+
+async def test_released_leases_are_no_longer_renewed(fake_redis: ArqRedis) -> None:
+    leases = keeper(fake_redis)
+    await claimed(fake_redis, "j")
+    lease = await leases.acquire("j")
+    with leases.holding(lease):
+        pass
+    await fake_redis.set(cancel_key("j"), b"1")
+    await leases.renew_once()
+    assert lease.stop is None
+
+
+async def test_reaping_frees_only_claims_that_never_became_leases(fake_redis: ArqRedis) -> None:
+    leases = keeper(fake_redis)
+    await claimed(fake_redis, "dead", age_s=20)  # claimed 20 s ago, never leased: its worker died
+    await claimed(fake_redis, "fresh", age_s=0)  # claimed just now: its worker is starting it
+    await claimed(fake_redis, "leased", age_s=20)
+    await leases.acquire("leased")
+    assert await leases.reap_once() == 1
+    assert await fake_redis.exists(lease_key("dead")) == 0
+    assert await fake_redis.get(lease_key("fresh")) == b"1"
+    assert await fake_redis.exists(lease_key("leased")) == 1
