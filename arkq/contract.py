@@ -110,7 +110,7 @@ class GenerationRequest(BaseModel):
     def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
             json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, RecursionError) as error:
             raise ValueError(f"must be plain JSON data: {error}") from None
         return value
 
@@ -278,7 +278,7 @@ def deserialize(raw: bytes) -> Any:
     would otherwise drop it silently, or (for an envelope of the wrong types) crash the worker loop."""
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         return _undecodable(f"job payload is not JSON: {error}")
     problem = _envelope_problem(value)
     return _undecodable(problem) if problem else value
@@ -295,6 +295,8 @@ def _envelope_problem(value: Any) -> str | None:
         return f"job names function {value['f']!r}; arkq workers run only {JOB_FUNCTION!r}"
     if not isinstance(value["a"], list) or not isinstance(value["k"], dict):
         return "job arguments are not a list and an object"
+    if value["k"]:
+        return "job has keyword arguments; an arkq job takes one argument, the GenerationRequest object"
     job_try, enqueued = value["t"], value["et"]
     if job_try is not None and (type(job_try) is not int or job_try < 1):
         return f"job try {job_try!r} is not a positive integer"

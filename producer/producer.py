@@ -154,7 +154,12 @@ class Producer:
                         f"{depth} jobs are queued or running, queue.max_depth={self.config.queue.max_depth}: "
                         "nothing was enqueued; retry later or add workers"
                     )
-                await self.redis.enqueue_job(JOB_FUNCTION, payload, _job_id=job_id)
+                job = self.job(job_id)
+                # None means arq found the job there already, or lost its transaction to a dropped
+                # connection (a Redis restart): only in the second case is it missing, so try again.
+                while await self.redis.enqueue_job(JOB_FUNCTION, payload, _job_id=job_id) is None:
+                    if await job.exists():
+                        break
         return self.job(job_id)
 
 

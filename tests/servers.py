@@ -89,6 +89,26 @@ def start_redis(log_dir: Path, *extra: str, port: int | None = None) -> tuple[Pr
     return process, url
 
 
+class PersistentRedis:
+    """A redis-server with AOF persistence (fsync on every write) that can be restarted in place."""
+
+    ARGS = ("--appendonly", "yes", "--appendfsync", "always")
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.process, self.url = start_redis(directory, *self.ARGS)
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def restart(self, down_s: float = 1.0) -> None:
+        """Stop it, stay down for `down_s`, start it again on the same port with the same files."""
+        self.process.stop()
+        time.sleep(down_s)
+        self.process, _ = start_redis(self.directory, *self.ARGS, port=self.port)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
 def start_fake_llm(log_dir: Path, *options: str) -> tuple[Process, str]:
     port = free_port()
     argv = [str(BIN / "arkq"), "fake-llm", "--port", str(port), *options]

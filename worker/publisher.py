@@ -16,16 +16,22 @@ from arkq.contract import (
     parse_event,
 )
 
-# KEYS[1]: the job's lease, KEYS[2]: its replay log. ARGV: token, channel, log TTL (ms), events...
-# Appends and publishes only while the caller holds the lease; returns the log's length, or -1.
+# KEYS[1]: the job's lease, KEYS[2]: its replay log. ARGV: token, channel, log TTL (ms), seq of the
+# first event, events... Appends and publishes only while the caller holds the lease (else -1), and
+# only if the log ends where the caller thinks: a call that the client retried after a lost reply (a
+# Redis restart) finds its events there already and does not append them twice.
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-for i = 4, #ARGV do
+local length = redis.call('LLEN', KEYS[2])
+local first = tonumber(ARGV[4])
+if length == first + #ARGV - 4 then return length end
+if length ~= first then return -2 end
+for i = 5, #ARGV do
   redis.call('RPUSH', KEYS[2], ARGV[i])
   redis.call('PUBLISH', ARGV[2], ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return redis.call('LLEN', KEYS[2])
+return length + #ARGV - 4
 """
 
 OUTPUT_EVENT_TYPES = frozenset({"token", "reasoning", "tool_call"})
@@ -92,11 +98,12 @@ class EventPublisher:
 
     async def publish(self, event_type: type[Event], **fields: Any) -> Event:  # type: ignore[valid-type]
         event = event_type(job_id=self.job_id, seq=self.next_seq, **fields)
-        length = await self._script(
-            keys=self._keys, args=[self._token, self._channel, self._log_ttl_ms, encode_event(event)]
-        )
+        args = [self._token, self._channel, self._log_ttl_ms, event.seq, encode_event(event)]
+        length = await self._script(keys=self._keys, args=args)
         if length == -1:
             raise LeaseLost(f"job {self.job_id}: the lease is held by another attempt")
+        if length == -2:
+            raise LeaseLost(f"job {self.job_id}: its log has events this attempt did not write")
         self.next_seq += 1
         self._track(event)
         return event

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from producer import Producer
-from tests.servers import WorkerFleet, ark_env, start_fake_llm
+from tests.servers import PersistentRedis, WorkerFleet, ark_env, start_fake_llm
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -52,3 +52,11 @@ def fleet(
 async def producer(redis_url: str) -> AsyncIterator[Producer]:
     async with Producer(redis_url) as opened:
         yield opened
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[PersistentRedis]:
+    """A redis-server with AOF persistence that a test may restart on the same port and files."""
+    server = PersistentRedis(tmp_path)
+    yield server
+    server.stop()

@@ -15,7 +15,14 @@ import pytest
 from arkq.contract import event_log_key, parse_event
 from config_module.loader import load_config
 from producer import JobCancelled, JobFailed, Producer, QueueFull, RedisUnavailable, StreamReset
-from tests.servers import Process, WorkerFleet, ark_env, free_port, start_fake_llm, start_redis, worker_pid
+from tests.servers import (
+    PersistentRedis,
+    WorkerFleet,
+    ark_env,
+    free_port,
+    start_fake_llm,
+    worker_pid,
+)
 
 LEASE = {"ARK_WORKER__LEASE_S": "2", "ARK_WORKER__LEASE_RENEW_S": "0.2"}
 
@@ -314,34 +321,15 @@ async def test_tokens_honour_a_reset(fleet: WorkerFleet, producer: Producer) -> 
 
 
 @pytest.fixture
-def aof_redis(tmp_path: Path) -> Iterator[tuple[list[Process], str, Path]]:
-    """A redis-server with AOF persistence that a test may restart on the same port and files."""
-    process, url = start_redis(tmp_path, "--appendonly", "yes", "--appendfsync", "always")
-    processes = [process]
-    yield processes, url, tmp_path
-    for each in processes:
-        each.stop()
-
-
-def restart_redis(aof: tuple[list[Process], str, Path], down_s: float = 1.0) -> None:
-    processes, url, path = aof
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    processes[-1].stop()
-    time.sleep(down_s)
-    process, _ = start_redis(path, "--appendonly", "yes", "--appendfsync", "always", port=port)
-    processes.append(process)
-
-
-@pytest.fixture
-async def aof_producer(aof_redis: tuple[list[Process], str, Path]) -> AsyncIterator[Producer]:
-    async with Producer(aof_redis[1]) as opened:
+async def aof_producer(aof_redis: PersistentRedis) -> AsyncIterator[Producer]:
+    async with Producer(aof_redis.url) as opened:
         yield opened
 
 
 async def test_workers_and_producers_ride_out_a_redis_restart(
-    aof_redis: tuple[list[Process], str, Path], aof_producer: Producer, fake_llm: str, log_dir: Path
+    aof_redis: PersistentRedis, aof_producer: Producer, fake_llm: str, log_dir: Path
 ) -> None:
-    url = aof_redis[1]
+    url = aof_redis.url
     fleet = WorkerFleet(
         log_dir / "redis-restart", ark_env(url, fake_llm, **{k[4:].lower(): v for k, v in LEASE.items()})
     )
@@ -353,7 +341,7 @@ async def test_workers_and_producers_ride_out_a_redis_restart(
         )
         await first_event(aof_producer, running.id, "token")
         follower = asyncio.create_task(events_of(aof_producer, running.id, timeout=60))
-        await asyncio.to_thread(restart_redis, aof_redis)
+        await asyncio.to_thread(aof_redis.restart)
         result = await running.result(timeout=60)
         events = await follower
         assert_one_end(events)
@@ -367,11 +355,11 @@ async def test_workers_and_producers_ride_out_a_redis_restart(
 
 
 async def test_a_job_queued_before_a_redis_restart_runs_after_it(
-    aof_redis: tuple[list[Process], str, Path], aof_producer: Producer, fake_llm: str, log_dir: Path
+    aof_redis: PersistentRedis, aof_producer: Producer, fake_llm: str, log_dir: Path
 ) -> None:
     job = await aof_producer.enqueue([{"role": "user", "content": "persisted [[arkq:tokens=6]]"}])
-    await asyncio.to_thread(restart_redis, aof_redis)
-    fleet = WorkerFleet(log_dir / "aof", ark_env(aof_redis[1], fake_llm))
+    await asyncio.to_thread(aof_redis.restart)
+    fleet = WorkerFleet(log_dir / "aof", ark_env(aof_redis.url, fake_llm))
     fleet.log_dir.mkdir(parents=True, exist_ok=True)
     try:
         fleet.start(1)
