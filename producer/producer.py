@@ -9,6 +9,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
+from arq.constants import result_key_prefix as arq_result_key_prefix
 from pydantic import ValidationError
 
 from arkq.connection import connect
@@ -154,11 +156,11 @@ class Producer:
                         f"{depth} jobs are queued or running, queue.max_depth={self.config.queue.max_depth}: "
                         "nothing was enqueued; retry later or add workers"
                     )
-                job = self.job(job_id)
                 # None means arq found the job there already, or lost its transaction to a dropped
                 # connection (a Redis restart): only in the second case is it missing, so try again.
+                arq_keys = (job_key_prefix + job_id, arq_result_key_prefix + job_id)
                 while await self.redis.enqueue_job(JOB_FUNCTION, payload, _job_id=job_id) is None:
-                    if await job.exists():
+                    if await self.redis.exists(*arq_keys):
                         break
         return self.job(job_id)
 

@@ -9,6 +9,7 @@ exactly one terminal event (`done`, `error` or `cancelled`), written after its s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -155,11 +156,12 @@ async def _stopped(
 async def _wait_for_new_owner_to_finish(redis: Redis, lease: Lease, config: ArkConfig) -> None:
     """Whatever way this attempt ends, arq deletes the job's lease key: wait while another attempt
     holds it, so that deleting it cannot expose the job to a third worker."""
-    async with asyncio.timeout(config.worker.job_timeout_s):
-        while (holder := await redis.get(lease_key(lease.job_id))) is not None:
-            if holder.decode() == lease.token:
-                return
-            await asyncio.sleep(config.worker.lease_renew_s)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(config.worker.job_timeout_s):
+            while (holder := await redis.get(lease_key(lease.job_id))) is not None:
+                if holder.decode() == lease.token:
+                    return
+                await asyncio.sleep(config.worker.lease_renew_s)
 
 
 class GenerationJob:

@@ -169,3 +169,5 @@ class LeaseKeeper:
                     await self.reap_once()
             except RedisError as error:  # the connection retries on its own; try again next round
                 logger.warning("lease renewal failed: %s", error)
+            except Exception:  # never let the keeper die: every running job would lose its lease
+                logger.exception("lease renewal failed unexpectedly")
