@@ -10,9 +10,10 @@ channel. When it ends, the `JobResult` is stored before the terminal event goes 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -24,6 +25,7 @@ from pydantic import (
     ValidationError,
     computed_field,
     field_validator,
+    model_validator,
 )
 
 from model_module.messages import AnyMessage
@@ -33,6 +35,8 @@ JOB_FUNCTION = "generate"
 EVENT_LOG_PREFIX = "ark:events:"
 RESULT_PREFIX = "ark:result:"
 CANCEL_PREFIX = "ark:cancel:"
+#: Producers publish here after an enqueue, so idle workers poll the queue at once.
+WAKE_PREFIX = "ark:wake:"
 #: arq's key for a claimed job; arkq turns it into a lease its worker keeps renewing.
 IN_PROGRESS_PREFIX = "arq:in-progress:"
 
@@ -55,6 +59,10 @@ def cancel_key(job_id: str) -> str:
 
 def lease_key(job_id: str) -> str:
     return f"{IN_PROGRESS_PREFIX}{job_id}"
+
+
+def wake_channel(queue_name: str) -> str:
+    return f"{WAKE_PREFIX}{queue_name}"
 
 
 JSON_SCHEMA_SHAPE = '{"type": "json_schema", "json_schema": {"name": "...", "schema": {...}}}'
@@ -105,14 +113,47 @@ class GenerationRequest(BaseModel):
                 )
         return value
 
-    @field_validator("metadata")
-    @classmethod
-    def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+    @model_validator(mode="after")
+    def _plain_json(self) -> Self:
+        """What is enqueued must survive JSON to the worker and on to the server unchanged: no bytes,
+        no NaN or infinity (they would turn into null), no text that is not valid Unicode, no nesting
+        deeper than MAX_JSON_DEPTH."""
         try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as error:
-            raise ValueError(f"must be plain JSON data: {error}") from None
-        return value
+            data = self.model_dump(mode="python")
+        except ValueError as error:  # pydantic's own recursion limit
+            raise ValueError(f"request: {error}") from None
+        for name, value in data.items():
+            check_plain_json(value, name, 0)
+        return self
+
+
+#: Deeper than any real schema, tool definition or metadata; deep enough nesting breaks JSON codecs.
+MAX_JSON_DEPTH = 64
+
+
+def check_plain_json(value: Any, where: str, depth: int) -> None:
+    """Raise ValueError naming `where` (a dotted path) unless `value` is plain, lossless JSON."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: text that is not valid Unicode (a lone surrogate)") from None
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value} is not a JSON number")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: key {key!r} is not a string")
+            check_plain_json(key, where, depth + 1)
+            check_plain_json(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_plain_json(item, f"{where}.{index}", depth + 1)
+    elif value is not None and not isinstance(value, (bool, int)):
+        raise ValueError(f"{where}: {type(value).__name__} is not JSON data")
 
 
 # --- Events -------------------------------------------------------------------------------------------
@@ -277,7 +318,7 @@ def deserialize(raw: bytes) -> Any:
     `JOB_FUNCTION`, carrying the reason, so the worker fails that job alone with an `error` event: arq
     would otherwise drop it silently, or (for an envelope of the wrong types) crash the worker loop."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
         return _undecodable(f"job payload is not JSON: {error}")
     problem = _envelope_problem(value)
@@ -286,6 +327,10 @@ def deserialize(raw: bytes) -> Any:
 
 #: Enqueue times arq can turn into a datetime: 2000-01-01 to 2100-01-01, in milliseconds.
 _ENQUEUE_TIME_MS = range(946_684_800_000, 4_102_444_800_000)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _envelope_problem(value: Any) -> str | None:

@@ -21,6 +21,7 @@ from arkq.contract import (
     event_log_key,
     result_key,
     serialize,
+    wake_channel,
 )
 from config_module import loader
 from config_module.settings import ArkConfig
@@ -101,7 +102,7 @@ class Producer:
             "temperature": temperature,
             "model": model,
             "tools": tools,
-            "metadata": metadata or {},
+            "metadata": {} if metadata is None else metadata,
         }
         try:
             return GenerationRequest.model_validate(fields)
@@ -162,6 +163,8 @@ class Producer:
                 while await self.redis.enqueue_job(JOB_FUNCTION, payload, _job_id=job_id) is None:
                     if await self.redis.exists(*arq_keys):
                         break
+                # Idle workers start it now instead of at their next poll.
+                await self.redis.publish(wake_channel(self.config.queue.name), job_id)
         return self.job(job_id)
 
 

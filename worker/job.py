@@ -64,7 +64,8 @@ class JobEnded(Exception):
 
 def parse_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> GenerationRequest:
     if "undecodable" in kwargs:
-        raise JobEnded("invalid_job", str(kwargs["undecodable"]))
+        reason = str(kwargs["undecodable"]).encode("utf-8", "replace").decode("utf-8")
+        raise JobEnded("invalid_job", reason)
     if len(args) != 1 or kwargs:
         raise JobEnded("invalid_job", "a job takes exactly one argument, the GenerationRequest object")
     try:
@@ -105,7 +106,7 @@ class Output:
         result.timings.first_token_at = self.first_token_at
 
 
-async def generate(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, str]:
+async def generate(ctx: dict[str, Any], /, *args: Any, **kwargs: Any) -> dict[str, str]:
     """arq entry point: take the job's lease, run it, and end it with one terminal event."""
     leases: LeaseKeeper = ctx["leases"]
     job_id: str = ctx["job_id"]
