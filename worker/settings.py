@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 from typing import Any
@@ -13,8 +15,11 @@ from arkq.contract import JOB_FUNCTION, deserialize, serialize
 from config_module.loader import config as default_config
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink
+from worker import wakeup
 from worker.job import generate
 from worker.lease import LeaseKeeper
+
+wakeup.install()
 
 #: arq's own limit sits a little above the job's, so the job reports its timeout itself.
 ARQ_TIMEOUT_MARGIN_S = 5.0
@@ -46,9 +51,15 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     leases.start()
     ctx["leases"] = leases
+    ctx["wake_listener"] = asyncio.create_task(wakeup.listen(ctx["redis"], config.queue.name))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    listener: asyncio.Task[None] | None = ctx.get("wake_listener")
+    if listener is not None:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
     leases: LeaseKeeper | None = ctx.get("leases")
     if leases is not None:
         await leases.stop()
@@ -74,6 +85,7 @@ def worker_options(config: ArkConfig) -> dict[str, Any]:
         "functions": [func(generate, name=JOB_FUNCTION, max_tries=2 * config.worker.max_tries + 1)],
         "on_startup": startup,
         "on_shutdown": shutdown,
+        "after_job_end": wakeup.after_job_end,
         "queue_name": config.queue.name,
         "max_jobs": config.worker.max_jobs,
         "job_timeout": arq_job_timeout_s(config),

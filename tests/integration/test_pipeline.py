@@ -246,3 +246,14 @@ async def test_reasoning_and_tool_calls_get_their_own_events(fleet: WorkerFleet,
 async def test_a_tool_that_is_not_a_function_definition_is_refused(producer: Producer) -> None:
     with pytest.raises(InvalidRequest, match="tools"):
         await producer.enqueue([{"role": "user", "content": "x"}], tools=[{"name": "get_weather"}])
+
+
+async def test_an_enqueue_wakes_an_idle_worker_without_waiting_for_its_poll(
+    fleet: WorkerFleet, producer: Producer
+) -> None:
+    fleet.env["ARK_WORKER__POLL_DELAY_S"] = "60"  # the fallback poll alone would take a minute
+    fleet.start(1)
+    await asyncio.sleep(1)  # the worker has polled once and is now waiting
+    for index in range(3):
+        job = await producer.enqueue([{"role": "user", "content": f"wake {index} [[arkq:tokens=3]]"}])
+        assert (await job.result(timeout=10)).usage["completion_tokens"] == 3

@@ -1,0 +1,68 @@
+"""Waking idle workers the moment a job is enqueued, with polling kept as the fallback.
+
+arq finds new jobs only by polling (`poll_delay`, 0.5 s by default: about 240 ms of pickup latency on
+average), and a tiny poll delay would hammer Redis. Producers publish on `ark:wake:<queue>` after each
+enqueue; every worker listens, and a message ends its current poll wait at once. A lost message costs
+one poll delay, nothing more.
+
+arq has no hook for its wait, so this module swaps the `poll` that `arq.worker` loops on for one that
+can be woken; `install()` does it once per process, before the worker starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator
+
+import arq.worker
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from arkq.contract import wake_channel
+
+logger = logging.getLogger("arkq.worker")
+
+_wake = asyncio.Event()
+
+
+async def wakeable_poll(step: float = 0.5) -> AsyncGenerator[float, None]:
+    """arq's `poll`, whose wait a wake-up cuts short."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        before = loop.time()
+        _wake.clear()
+        yield before - start
+        wait = max(0.0, step - (loop.time() - before))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await _wake.wait()
+
+
+async def after_job_end(ctx: dict[str, object]) -> None:
+    """arq's `after_job_end` hook: poll again right after a job ends, so its slot takes the next job at
+    once and arq tidies the finished task (a stopping worker waits for that) without a poll delay."""
+    del ctx
+    asyncio.get_running_loop().call_soon(_wake.set)
+
+
+def install() -> None:
+    arq.worker.poll = wakeable_poll  # type: ignore[attr-defined]
+
+
+async def listen(redis: Redis, queue_name: str) -> None:
+    """Wake the poll loop on every message on the queue's wake channel; runs until cancelled."""
+    while True:
+        pubsub = redis.pubsub()
+        try:
+            await pubsub.subscribe(wake_channel(queue_name))
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    _wake.set()
+        except RedisError as error:  # a Redis restart: polling covers the gap, listen again
+            logger.warning("wake-up channel lost (%s); listening again", error)
+            await asyncio.sleep(1)
+        finally:
+            await pubsub.aclose()
