@@ -70,7 +70,8 @@ class Job:
 
         If the attempt being followed is voided (`reset`: its worker died, or its stream failed) after
         some of its tokens were yielded, raises StreamReset: drop what you have shown and call
-        `tokens()` again, which yields the new attempt's tokens."""
+        `tokens()` again, which yields the new attempt's tokens. A job that ends in `error` or
+        `cancelled` raises JobFailed or JobCancelled at its end, as `result()` does."""
         start = await self._latest_attempt_seq()
         yielded = False
         async with aclosing(self.events(from_seq=start)) as events:
@@ -80,6 +81,8 @@ class Job:
                     yield event.text
                 elif event.type == "reset" and yielded:
                     raise StreamReset(self.id, event.reason)
+                elif event.type in {"error", "cancelled"}:
+                    await self.result(timeout=None)  # raises, with the stored result
 
     async def _latest_attempt_seq(self) -> int:
         """The seq of the last `reset` in the log (0 if none): earlier output is void."""

@@ -38,7 +38,6 @@ from arkq.contract import (
     cancel_key,
     describe_validation_error,
     lease_key,
-    result_key,
 )
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink, Finish, ModelError, ReasoningDelta, TextDelta, ToolCallDelta
@@ -110,29 +109,46 @@ async def generate(ctx: dict[str, Any], /, *args: Any, **kwargs: Any) -> dict[st
     """arq entry point: take the job's lease, run it, and end it with one terminal event."""
     leases: LeaseKeeper = ctx["leases"]
     job_id: str = ctx["job_id"]
-    lease = await leases.acquire(job_id)
+    try:
+        lease = await leases.acquire(job_id)
+    except RedisError as error:
+        raise RetryJob() from error  # Redis is away: leave the job queued for a later attempt
     if lease is None:
         raise RetryJob()  # our claim lapsed before we started: the job goes back to the queue
     with leases.holding(lease):
-        config: ArkConfig = ctx["config"]
-        publisher = await EventPublisher.open(
-            ctx["redis"],
-            job_id,
-            token=lease.token,
-            channel_prefix=config.streaming.channel_prefix,
-            log_ttl_s=config.streaming.replay_ttl_s,
-        )
-        if publisher.ended:
-            # It ended in an attempt whose worker died before arq recorded the end: nothing to add.
-            return {"status": "ended before"}
-        job = GenerationJob(ctx, publisher, args, kwargs)
-        lease.work = asyncio.create_task(job.run())
         try:
-            result = await lease.work
-        except (asyncio.CancelledError, LeaseLost) as error:
-            return await _stopped(ctx, job, lease, error)
+            return await _run(ctx, lease, args, kwargs)
+        except RedisError as error:
+            # Redis stayed away longer than redis.retry_s. Whatever this attempt got done, the job
+            # must not be dropped: arq puts it back in the queue (its lease lapses if Redis is still
+            # down), and the next attempt starts over.
+            logger.warning("job %s: Redis failed (%s); putting the job back", job_id, error)
+            raise RetryJob() from error
+
+
+async def _run(
+    ctx: dict[str, Any], lease: Lease, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, str]:
+    """One attempt under the lease: open the log, run the work, end the job (or hand it back)."""
+    config: ArkConfig = ctx["config"]
+    publisher = await EventPublisher.open(
+        ctx["redis"],
+        lease.job_id,
+        token=lease.token,
+        channel_prefix=config.streaming.channel_prefix,
+        log_ttl_s=config.streaming.replay_ttl_s,
+    )
+    if publisher.ended:
+        # It ended in an attempt whose worker died before arq recorded the end: nothing to add.
+        return {"status": "ended before"}
+    job = GenerationJob(ctx, publisher, args, kwargs)
+    lease.work = asyncio.create_task(job.run())
+    try:
+        result = await lease.work
         await job.finish(result)
-        return {"status": result.status}
+    except (asyncio.CancelledError, LeaseLost) as error:
+        return await _stopped(ctx, job, lease, error)
+    return {"status": result.status}
 
 
 async def _stopped(
@@ -210,6 +226,7 @@ class GenerationJob:
         except JobEnded as ended:
             return self.failed(ended.info)
         except TimeoutError:
+            await self.link.abort(self.rid)
             limit = self.config.worker.job_timeout_s
             return self.failed(
                 ErrorInfo(kind="timeout", message=f"job ran past worker.job_timeout_s={limit}")
@@ -243,6 +260,9 @@ class GenerationJob:
     async def _attempts(self, request: GenerationRequest) -> Finish:
         restarts = 0
         while True:
+            if self.publisher.attempts:
+                # The attempt before this one (another worker's, maybe) may still be generating.
+                await self.link.abort(self.rid)
             if self.publisher.dirty:
                 await self.publisher.publish(
                     ResetEvent, reason=f"attempt {self.publisher.attempts + 1} starts over"
@@ -309,18 +329,22 @@ class GenerationJob:
         raise stream_incomplete("no finish event")
 
     async def finish(self, result: JobResult) -> None:
-        """Store the result, then publish the one terminal event."""
-        keep_ms = int(self.config.worker.keep_result_s * 1000)
-        await self.redis.set(result_key(result.job_id), result.model_dump_json(), px=keep_ms)
+        """Store the result and publish the one terminal event, together."""
+        end, keep = self.publisher.end, self.config.worker.keep_result_s
         if result.status == "done":
-            await self.publisher.publish(
-                DoneEvent, finish_reason=result.finish_reason, usage=result.usage, text=result.text
+            await end(
+                result,
+                DoneEvent,
+                keep,
+                finish_reason=result.finish_reason,
+                usage=result.usage,
+                text=result.text,
             )
         elif result.status == "cancelled":
-            await self.publisher.publish(CancelledEvent)
+            await end(result, CancelledEvent, keep)
         else:
             assert result.error is not None
-            await self.publisher.publish(ErrorEvent, **result.error.model_dump())
+            await end(result, ErrorEvent, keep, **result.error.model_dump())
 
 
 def _parse_json(text: str) -> Any:

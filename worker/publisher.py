@@ -9,29 +9,34 @@ from redis.asyncio import Redis
 from arkq.contract import (
     TERMINAL_EVENT_TYPES,
     Event,
+    JobResult,
     channel_name,
     encode_event,
     event_log_key,
     lease_key,
     parse_event,
+    result_key,
 )
 
-# KEYS[1]: the job's lease, KEYS[2]: its replay log. ARGV: token, channel, log TTL (ms), seq of the
-# first event, events... Appends and publishes only while the caller holds the lease (else -1), and
-# only if the log ends where the caller thinks: a call that the client retried after a lost reply (a
-# Redis restart) finds its events there already and does not append them twice.
+# KEYS[1]: the job's lease, KEYS[2]: its replay log, KEYS[3]: its result. ARGV: token, channel, log TTL
+# (ms), seq of the first event, result JSON ("" for none), result TTL (ms), events... Appends and
+# publishes only while the caller holds the lease (else -1), and only if the log ends where the caller
+# thinks: a call that the client retried after a lost reply (a Redis restart) finds its events there
+# already and does not append them twice. A job's result and its terminal event are written together.
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local length = redis.call('LLEN', KEYS[2])
 local first = tonumber(ARGV[4])
-if length == first + #ARGV - 4 then return length end
+local count = #ARGV - 6
+if length == first + count then return length end
 if length ~= first then return -2 end
-for i = 5, #ARGV do
+if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6]) end
+for i = 7, #ARGV do
   redis.call('RPUSH', KEYS[2], ARGV[i])
   redis.call('PUBLISH', ARGV[2], ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return length + #ARGV - 4
+return length + count
 """
 
 OUTPUT_EVENT_TYPES = frozenset({"token", "reasoning", "tool_call"})
@@ -73,7 +78,7 @@ class EventPublisher:
             self._track(event)
         self._redis = redis
         self._token = token
-        self._keys = [lease_key(job_id), event_log_key(job_id)]
+        self._keys = [lease_key(job_id), event_log_key(job_id), result_key(job_id)]
         self._channel = channel_name(channel_prefix, job_id)
         self._log_ttl_ms = int(log_ttl_s * 1000)
         self._script = redis.register_script(_PUBLISH)
@@ -97,8 +102,26 @@ class EventPublisher:
             self.attempts += 1
 
     async def publish(self, event_type: type[Event], **fields: Any) -> Event:  # type: ignore[valid-type]
+        return await self._append(event_type(job_id=self.job_id, seq=self.next_seq, **fields))
+
+    async def end(
+        self, result: JobResult, event_type: type[Event], keep_result_s: float, **fields: Any
+    ) -> Event:  # type: ignore[valid-type]
+        """Store the result and publish the terminal event, in one step: whoever sees the event can read
+        the result, and an attempt that lost its lease can write neither."""
         event = event_type(job_id=self.job_id, seq=self.next_seq, **fields)
-        args = [self._token, self._channel, self._log_ttl_ms, event.seq, encode_event(event)]
+        return await self._append(event, result.model_dump_json(), keep_result_s)
+
+    async def _append(self, event: Event, result: str = "", keep_result_s: float = 0) -> Event:  # type: ignore[valid-type]
+        args = [
+            self._token,
+            self._channel,
+            self._log_ttl_ms,
+            event.seq,
+            result,
+            int(keep_result_s * 1000),
+            encode_event(event),
+        ]
         length = await self._script(keys=self._keys, args=args)
         if length == -1:
             raise LeaseLost(f"job {self.job_id}: the lease is held by another attempt")

@@ -15,11 +15,11 @@ from arkq.contract import JOB_FUNCTION, deserialize, serialize
 from config_module.loader import config as default_config
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink
-from worker import wakeup
+from worker import arq_patches, wakeup
 from worker.job import generate
 from worker.lease import LeaseKeeper
 
-wakeup.install()
+arq_patches.install()
 
 #: arq's own limit sits a little above the job's, so the job reports its timeout itself.
 ARQ_TIMEOUT_MARGIN_S = 5.0

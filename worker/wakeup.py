@@ -5,8 +5,8 @@ average), and a tiny poll delay would hammer Redis. Producers publish on `ark:wa
 enqueue; every worker listens, and a message ends its current poll wait at once. A lost message costs
 one poll delay, nothing more.
 
-arq has no hook for its wait, so this module swaps the `poll` that `arq.worker` loops on for one that
-can be woken; `install()` does it once per process, before the worker starts.
+arq has no hook for its wait, so `worker.arq_patches` swaps the `poll` that `arq.worker` loops on for
+`wakeable_poll`, before the worker starts.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator
 
-import arq.worker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -46,10 +45,6 @@ async def after_job_end(ctx: dict[str, object]) -> None:
     once and arq tidies the finished task (a stopping worker waits for that) without a poll delay."""
     del ctx
     asyncio.get_running_loop().call_soon(_wake.set)
-
-
-def install() -> None:
-    arq.worker.poll = wakeable_poll  # type: ignore[attr-defined]
 
 
 async def listen(redis: Redis, queue_name: str) -> None:
