@@ -92,6 +92,9 @@ def worker_options(config: ArkConfig) -> dict[str, Any]:
         "keep_result": config.worker.keep_result_s,
         "poll_delay": config.worker.poll_delay_s,
         "health_check_interval": config.worker.health_check_interval_s,
+        # One key per host (a container), so `arq --check` in a container speaks for its own worker,
+        # not for whichever worker of the fleet wrote the shared key last.
+        "health_check_key": f"{config.queue.name}:health-check:{socket.gethostname()}",
         # SIGTERM: stop taking jobs, let running ones finish for the grace period, then hand the rest
         # back to the queue (arq re-queues a cancelled job at once, and its lease goes with it).
         "job_completion_wait": config.worker.shutdown_grace_s,
