@@ -9,23 +9,18 @@ from types import TracebackType
 from typing import Any, Self
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix
-from arq.constants import result_key_prefix as arq_result_key_prefix
 from pydantic import ValidationError
 
 from arkq.connection import connect
 from arkq.contract import (
-    JOB_FUNCTION,
     GenerationRequest,
     describe_validation_error,
-    event_log_key,
-    result_key,
     serialize,
-    wake_channel,
 )
 from config_module import loader
 from config_module.settings import ArkConfig
 from model_module.messages import Message
+from producer.enqueue import QueueAtCapacity, enqueue_generation
 from producer.errors import InvalidRequest, QueueFull, redis_answers_within
 from producer.job import Job
 
@@ -124,7 +119,8 @@ class Producer:
         """Validate and enqueue one generation job.
 
         A `job_id` makes the enqueue idempotent: while Redis still knows that job (queued, running, or
-        its result kept), enqueueing it again returns a handle on it and runs nothing new.
+        its result or events kept, a cancelled one included), enqueueing it again returns a handle on
+        it and runs nothing new. Idle workers are woken at once.
         """
         request = self.build_request(
             messages,
@@ -146,25 +142,17 @@ class Producer:
             raise InvalidRequest(
                 f"job_id: {job_id!r} must be 1-128 letters, digits or _.:- and start with a letter or digit"
             )
-        async with redis_answers_within(self.config.redis.connect_timeout_s):
-            # arq refuses a duplicate while its own job or result key exists; arkq's event log and
-            # result outlive those, and a job that has left them behind (a cancelled one included)
-            # must not run again either.
-            if not await self.redis.exists(event_log_key(job_id), result_key(job_id)):
-                depth = await self.redis.zcard(self.config.queue.name)
-                if depth >= self.config.queue.max_depth:
-                    raise QueueFull(
-                        f"{depth} jobs are queued or running, queue.max_depth={self.config.queue.max_depth}: "
-                        "nothing was enqueued; retry later or add workers"
-                    )
-                # None means arq found the job there already, or lost its transaction to a dropped
-                # connection (a Redis restart): only in the second case is it missing, so try again.
-                arq_keys = (job_key_prefix + job_id, arq_result_key_prefix + job_id)
-                while await self.redis.enqueue_job(JOB_FUNCTION, payload, _job_id=job_id) is None:
-                    if await self.redis.exists(*arq_keys):
-                        break
-                # Idle workers start it now instead of at their next poll.
-                await self.redis.publish(wake_channel(self.config.queue.name), job_id)
+        max_depth = self.config.queue.max_depth
+        try:
+            async with redis_answers_within(self.config.redis.connect_timeout_s):
+                await enqueue_generation(
+                    self.redis, job_id, payload, queue_name=self.config.queue.name, max_depth=max_depth
+                )
+        except QueueAtCapacity as full:
+            raise QueueFull(
+                f"{full.depth} jobs are queued or running, queue.max_depth={max_depth}: "
+                "nothing was enqueued; retry later or add workers"
+            ) from None
         return self.job(job_id)
 
 

@@ -222,6 +222,8 @@ class GenerationJob:
                 request = await self._admit()
                 finish = await self._attempts(request)
         except JobCancelled:
+            if self.publisher.attempts:  # an earlier attempt's worker died; its request may run on
+                await self.link.abort(self.rid)
             return self.new_result("cancelled")
         except JobEnded as ended:
             return self.failed(ended.info)

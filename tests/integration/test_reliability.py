@@ -391,3 +391,15 @@ async def test_tokens_raise_when_the_job_fails(fleet: WorkerFleet, producer: Pro
         async for _ in job.tokens():
             pass
     assert failed.value.kind == "bad_request"
+
+
+async def test_queue_max_depth_holds_under_concurrent_enqueues(redis_url: str) -> None:
+    config = load_config({"ARK_QUEUE__MAX_DEPTH": "2"})
+    async with Producer(redis_url, config=config) as producer:
+        outcomes = await asyncio.gather(
+            *(producer.enqueue([{"role": "user", "content": str(i)}]) for i in range(20)),
+            return_exceptions=True,
+        )
+        assert sum(not isinstance(outcome, Exception) for outcome in outcomes) == 2
+        assert all(isinstance(outcome, QueueFull) for outcome in outcomes if isinstance(outcome, Exception))
+        assert await producer.redis.zcard("arq:queue") == 2
