@@ -37,8 +37,10 @@ RESULT_PREFIX = "ark:result:"
 CANCEL_PREFIX = "ark:cancel:"
 #: Producers publish here after an enqueue, so idle workers poll the queue at once.
 WAKE_PREFIX = "ark:wake:"
-#: arq's key for a claimed job; arkq turns it into a lease its worker keeps renewing.
+#: arq's key for a claimed job, which arkq keeps short-lived while the job runs.
 IN_PROGRESS_PREFIX = "arq:in-progress:"
+#: arkq's lease on a running job: who may publish its events, renewed by the running worker.
+LEASE_PREFIX = "ark:lease:"
 
 
 def channel_name(channel_prefix: str, job_id: str) -> str:
@@ -58,6 +60,10 @@ def cancel_key(job_id: str) -> str:
 
 
 def lease_key(job_id: str) -> str:
+    return f"{LEASE_PREFIX}{job_id}"
+
+
+def claim_key(job_id: str) -> str:
     return f"{IN_PROGRESS_PREFIX}{job_id}"
 
 

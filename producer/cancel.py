@@ -14,6 +14,7 @@ from arkq.contract import (
     Timings,
     cancel_key,
     channel_name,
+    claim_key,
     deserialize,
     event_log_key,
     event_template,
@@ -24,14 +25,14 @@ from config_module.settings import ArkConfig
 
 CancelOutcome = Literal["cancelled", "cancelling", "ended", "unknown"]
 
-# KEYS: cancel flag, lease, result, queue, arq job, event log.
+# KEYS: cancel flag, lease, result, queue, arq job, event log, arq's claim.
 # ARGV: job id, channel, keep ms, log TTL ms, event prefix, event suffix, result JSON.
 # The flag is always set (a running job's worker sees it at its next lease renewal). A job still in the
 # queue and not running is removed from it and ended here, atomically, so no worker can start it.
 _CANCEL = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'ended' end
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'cancelling' end
+if redis.call('EXISTS', KEYS[2], KEYS[7]) > 0 then return 'cancelling' end
 if not redis.call('ZSCORE', KEYS[4], ARGV[1]) then
   redis.call('DEL', KEYS[1])
   return 'unknown'
@@ -68,6 +69,7 @@ async def cancel_job(redis: Redis, job_id: str, config: ArkConfig) -> CancelOutc
         config.queue.name,
         job_key_prefix + job_id,
         event_log_key(job_id),
+        claim_key(job_id),
     ]
     args = [
         job_id,

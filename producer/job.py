@@ -13,6 +13,7 @@ from arkq.contract import (
     TERMINAL_EVENT_TYPES,
     Event,
     JobResult,
+    claim_key,
     event_log_key,
     lease_key,
     parse_event,
@@ -44,7 +45,7 @@ class Job:
 
     async def is_pending(self) -> bool:
         """Whether the job is queued (or waiting for a retry) or running."""
-        return await self._redis.exists(job_key_prefix + self.id, lease_key(self.id)) > 0
+        return await self._redis.exists(job_key_prefix + self.id, lease_key(self.id), claim_key(self.id)) > 0
 
     async def events(self, *, from_seq: int = 0) -> AsyncIterator[Event]:
         """Every event from `from_seq`, in order, whenever it is called; ends after `done`, `error` or

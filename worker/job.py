@@ -9,7 +9,6 @@ exactly one terminal event (`done`, `error` or `cancelled`), written after its s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -17,7 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from arq.worker import RetryJob
+from arq.worker import Retry, RetryJob
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -37,7 +36,6 @@ from arkq.contract import (
     ToolCallEvent,
     cancel_key,
     describe_validation_error,
-    lease_key,
 )
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink, Finish, ModelError, ReasoningDelta, TextDelta, ToolCallDelta
@@ -114,8 +112,10 @@ async def generate(ctx: dict[str, Any], /, *args: Any, **kwargs: Any) -> dict[st
     except RedisError as error:
         raise RetryJob() from error  # Redis is away: leave the job queued for a later attempt
     if lease is None:
-        raise RetryJob()  # our claim lapsed before we started: the job goes back to the queue
-    with leases.holding(lease):
+        # Another attempt holds the lease: it is alive (arq let go of its claim on the way). Look
+        # again once that lease could have lapsed.
+        raise Retry(defer=ctx["config"].worker.lease_s)
+    async with leases.holding(lease):
         try:
             return await _run(ctx, lease, args, kwargs)
         except RedisError as error:
@@ -166,19 +166,9 @@ async def _stopped(
         result = job.new_result("cancelled")
         await job.finish(result)
         return {"status": "cancelled"}
-    await _wait_for_new_owner_to_finish(ctx["redis"], lease, ctx["config"])
-    raise RetryJob()
-
-
-async def _wait_for_new_owner_to_finish(redis: Redis, lease: Lease, config: ArkConfig) -> None:
-    """Whatever way this attempt ends, arq deletes the job's lease key: wait while another attempt
-    holds it, so that deleting it cannot expose the job to a third worker."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(config.worker.job_timeout_s):
-            while (holder := await redis.get(lease_key(lease.job_id))) is not None:
-                if holder.decode() == lease.token:
-                    return
-                await asyncio.sleep(config.worker.lease_renew_s)
+    # The lease is another attempt's now (this worker froze, or Redis lost it): back to the queue,
+    # deferred until that attempt's lease could have lapsed, so it is not claimed again meanwhile.
+    raise Retry(defer=ctx["config"].worker.lease_s)
 
 
 class GenerationJob:

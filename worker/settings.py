@@ -21,6 +21,9 @@ from worker.lease import LeaseKeeper
 
 arq_patches.install()
 
+#: arq's own attempt limit, a backstop far above anything worker.max_tries allows.
+ARQ_MAX_TRIES = 1000
+
 #: arq's own limit sits a little above the job's, so the job reports its timeout itself.
 ARQ_TIMEOUT_MARGIN_S = 5.0
 
@@ -80,9 +83,10 @@ def arq_claim_ttl_s(config: ArkConfig) -> float:
 def worker_options(config: ArkConfig) -> dict[str, Any]:
     """arq `Worker` keyword arguments for a configuration (the demo runs a worker in process with them)."""
     return {
-        # arkq counts attempts itself and ends the job with an `error` event past worker.max_tries; arq's
-        # own count (which also counts starts that died before their first event) is only a backstop.
-        "functions": [func(generate, name=JOB_FUNCTION, max_tries=2 * config.worker.max_tries + 1)],
+        # arkq counts attempts itself (`started` events) and ends the job with an `error` event past
+        # worker.max_tries. arq counts every start, deferrals of a job whose lease another attempt
+        # holds included, and would drop the job without a word past its limit: keep that out of reach.
+        "functions": [func(generate, name=JOB_FUNCTION, max_tries=ARQ_MAX_TRIES)],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "after_job_end": wakeup.after_job_end,

@@ -23,6 +23,7 @@ from arkq.contract import (
     TERMINAL_EVENT_TYPES,
     GenerationRequest,
     JobResult,
+    claim_key,
     deserialize,
     event_log_key,
     lease_key,
@@ -398,7 +399,7 @@ async def test_every_job_ends_with_exactly_one_terminal_event_and_its_result(
     redis = fresh_redis()
     job_id = uuid.uuid4().hex
     try:
-        await redis.set(lease_key(job_id), b"1")  # arq's claim
+        await redis.set(claim_key(job_id), b"1")  # arq's claim
         ctx = {
             "redis": redis,
             "config": CONFIG,
@@ -417,7 +418,8 @@ async def test_every_job_ends_with_exactly_one_terminal_event_and_its_result(
         }
         returned = await generate(ctx, *args, **kwargs)
 
-        assert await redis.get(lease_key(job_id)) not in (None, b"1"), "the job did not take its lease"
+        assert await redis.get(claim_key(job_id)) == b"leased", "the job did not take its lease"
+        assert await redis.exists(lease_key(job_id)) == 0, "the job did not give its lease up"
         events = [parse_event(raw) for raw in await redis.lrange(event_log_key(job_id), 0, -1)]
         assert [event.seq for event in events] == list(range(len(events)))
         assert {event.job_id for event in events} == {job_id}

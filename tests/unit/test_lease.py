@@ -7,7 +7,7 @@ import time
 
 from arq.connections import ArqRedis
 
-from arkq.contract import cancel_key, lease_key
+from arkq.contract import cancel_key, claim_key, lease_key
 from worker.lease import LeaseKeeper, Stop
 
 CLAIM_TTL_S = 310.0
@@ -20,24 +20,29 @@ def keeper(redis: ArqRedis) -> LeaseKeeper:
 async def claimed(redis: ArqRedis, job_id: str, age_s: float = 0) -> None:
     """As arq claims a job: queued, and its in-progress key set to 1 for the claim TTL."""
     await redis.zadd("arq:queue", {job_id: int(time.time() * 1000) - 1000})
-    await redis.set(lease_key(job_id), b"1", px=int((CLAIM_TTL_S - age_s) * 1000))
+    await redis.set(claim_key(job_id), b"1", px=int((CLAIM_TTL_S - age_s) * 1000))
 
 
-async def test_acquire_turns_the_claim_into_a_short_lease_that_renewal_extends(fake_redis: ArqRedis) -> None:
+async def test_acquire_takes_a_short_lease_and_shortens_arqs_claim(fake_redis: ArqRedis) -> None:
     leases = keeper(fake_redis)
     await claimed(fake_redis, "j")
     lease = await leases.acquire("j")
     assert lease is not None
     assert (await fake_redis.get(lease_key("j"))).decode() == lease.token
     assert 0 < await fake_redis.pttl(lease_key("j")) <= 6000
+    assert 0 < await fake_redis.pttl(claim_key("j")) <= 6000, "a dead worker's claim lapses as fast"
     await fake_redis.pexpire(lease_key("j"), 1000)
+    await fake_redis.delete(claim_key("j"))  # arq deleted it, finishing a stale attempt
     await leases.renew_once()
     assert await fake_redis.pttl(lease_key("j")) > 1000
+    assert await fake_redis.get(claim_key("j")) == b"leased", "renewal restores the claim"
     assert lease.stop is None
 
 
-async def test_no_claim_no_lease(fake_redis: ArqRedis) -> None:
-    assert await keeper(fake_redis).acquire("unclaimed") is None
+async def test_a_live_lease_cannot_be_taken_twice(fake_redis: ArqRedis) -> None:
+    await claimed(fake_redis, "j")
+    assert await keeper(fake_redis).acquire("j") is not None
+    assert await keeper(fake_redis).acquire("j") is None
 
 
 async def test_a_lease_taken_over_stops_the_work(fake_redis: ArqRedis) -> None:
@@ -65,15 +70,26 @@ async def test_a_cancel_request_stops_the_work(fake_redis: ArqRedis) -> None:
     assert lease.work.cancelled()
 
 
-async def test_released_leases_are_no_longer_renewed(fake_redis: ArqRedis) -> None:
+async def test_a_released_lease_is_given_up_and_no_longer_renewed(fake_redis: ArqRedis) -> None:
     leases = keeper(fake_redis)
     await claimed(fake_redis, "j")
     lease = await leases.acquire("j")
-    with leases.holding(lease):
+    async with leases.holding(lease):
         pass
+    assert await fake_redis.exists(lease_key("j")) == 0, "the next attempt may take it at once"
     await fake_redis.set(cancel_key("j"), b"1")
     await leases.renew_once()
     assert lease.stop is None
+
+
+async def test_releasing_never_deletes_another_attempts_lease(fake_redis: ArqRedis) -> None:
+    leases = keeper(fake_redis)
+    await claimed(fake_redis, "j")
+    lease = await leases.acquire("j")
+    await fake_redis.set(lease_key("j"), b"another-attempt")
+    async with leases.holding(lease):
+        pass
+    assert await fake_redis.get(lease_key("j")) == b"another-attempt"
 
 
 async def test_reaping_frees_only_claims_that_never_became_leases(fake_redis: ArqRedis) -> None:
@@ -83,6 +99,6 @@ async def test_reaping_frees_only_claims_that_never_became_leases(fake_redis: Ar
     await claimed(fake_redis, "leased", age_s=20)
     await leases.acquire("leased")
     assert await leases.reap_once() == 1
-    assert await fake_redis.exists(lease_key("dead")) == 0
-    assert await fake_redis.get(lease_key("fresh")) == b"1"
-    assert await fake_redis.exists(lease_key("leased")) == 1
+    assert await fake_redis.exists(claim_key("dead")) == 0
+    assert await fake_redis.get(claim_key("fresh")) == b"1"
+    assert await fake_redis.get(claim_key("leased")) == b"leased"

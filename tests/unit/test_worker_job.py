@@ -14,6 +14,7 @@ from arkq.contract import (
     JobResult,
     StartedEvent,
     TokenEvent,
+    claim_key,
     event_log_key,
     lease_key,
     parse_event,
@@ -32,7 +33,7 @@ REQUEST = {"messages": [{"role": "user", "content": "hello [[arkq:tokens=5]]"}]}
 
 @pytest.fixture
 async def ctx(fake_redis: ArqRedis) -> AsyncIterator[dict[str, Any]]:
-    await fake_redis.set(lease_key("job-1"), b"1")  # arq's claim, which the job turns into a lease
+    await fake_redis.set(claim_key("job-1"), b"1")  # arq's claim; the job takes its lease
     leases = LeaseKeeper(
         fake_redis,
         lease_s=CONFIG.worker.lease_s,
@@ -79,7 +80,7 @@ async def test_a_retried_job_voids_the_earlier_output_with_a_reset(ctx: dict[str
     earlier = await earlier_attempt(ctx["redis"])
     await earlier.publish(StartedEvent, attempt=1, worker="dead:1")
     await earlier.publish(TokenEvent, text="partial")  # then that worker was killed
-    await ctx["redis"].set(lease_key("job-1"), b"1")  # its lease lapsed; this worker claimed the job
+    await ctx["redis"].delete(lease_key("job-1"))  # its lease lapsed; this worker claimed the job
     await generate({**ctx, "job_try": 2}, REQUEST)
     events = await logged(ctx["redis"])
     assert [e.type for e in events[:4]] == ["started", "token", "reset", "started"]
@@ -91,7 +92,7 @@ async def test_a_job_that_already_ended_does_not_end_twice(ctx: dict[str, Any]) 
     earlier = await earlier_attempt(ctx["redis"])
     await earlier.publish(StartedEvent, attempt=1, worker="dead:1")
     await earlier.publish(DoneEvent, finish_reason="stop", usage=None, text="")
-    await ctx["redis"].set(lease_key("job-1"), b"1")
+    await ctx["redis"].delete(lease_key("job-1"))
     await generate({**ctx, "job_try": 2}, REQUEST)
     assert [e.type for e in await logged(ctx["redis"])] == ["started", "done"]
 
@@ -100,7 +101,7 @@ async def test_past_max_tries_the_job_ends_with_an_error_that_says_so(ctx: dict[
     earlier = await earlier_attempt(ctx["redis"])
     for attempt in (1, 2, 3):
         await earlier.publish(StartedEvent, attempt=attempt, worker="dead:1")
-    await ctx["redis"].set(lease_key("job-1"), b"1")
+    await ctx["redis"].delete(lease_key("job-1"))
     assert await generate({**ctx, "job_try": 4}, REQUEST) == {"status": "error"}
     last = (await logged(ctx["redis"]))[-1]
     assert (last.type, last.kind) == ("error", "max_tries")
