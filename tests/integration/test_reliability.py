@@ -23,6 +23,7 @@ from tests.servers import (
     start_fake_llm,
     worker_pid,
 )
+from tests.streams import assert_one_end, text_of_last_attempt
 
 LEASE = {"ARK_WORKER__LEASE_S": "2", "ARK_WORKER__LEASE_RENEW_S": "0.2"}
 
@@ -54,23 +55,6 @@ async def first_event(producer: Producer, job_id: str, kind: str, after_seq: int
 async def emulator_stats(base_url: str) -> dict[str, int]:
     async with httpx2.AsyncClient() as client:
         return (await client.get(base_url.removesuffix("/v1") + "/stats")).json()
-
-
-def text_of_last_attempt(events: list) -> str:
-    """The answer as a subscriber rebuilds it: tokens since the last reset."""
-    text: list[str] = []
-    for event in events:
-        if event.type == "reset":
-            text.clear()
-        elif event.type == "token":
-            text.append(event.text)
-    return "".join(text)
-
-
-def assert_one_end(events: list) -> None:
-    assert [event.seq for event in events] == list(range(len(events)))
-    terminal = [event for event in events if event.type in {"done", "error", "cancelled"}]
-    assert len(terminal) == 1 and events[-1] is terminal[0]
 
 
 async def test_a_killed_workers_job_restarts_on_another_worker(
