@@ -275,6 +275,9 @@ class ArkModelLink:
                 if delay is None:
                     raise
                 self._log_retry(error, attempt, delay)
+                if error.kind == "timeout" and rid is not None:
+                    # The server may still hold the request we gave up on; the retry reuses its rid.
+                    await self.abort(rid)
             await asyncio.sleep(delay)
             attempt += 1
 

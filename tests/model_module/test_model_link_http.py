@@ -227,3 +227,14 @@ async def test_leaving_the_stream_early_disconnects(llm: ArkModelLink, srv: Any)
         await asyncio.sleep(0.01)
     assert srv.stats.disconnected == 1
     assert srv.stats.completed == 0
+
+
+async def test_a_timed_out_request_is_aborted_before_its_retry(srv: Any) -> None:
+    async with ArkModelLink(
+        base_url=srv.base_url, max_retries=1, backoff_base_s=0.01, backoff_max_s=0.05, read_timeout_s=0.3
+    ) as link:
+        with pytest.raises(ModelError) as caught:
+            await events_of(link, ask("slow [[arkq:ttft_ms=3000]]"), rid="slow-1")
+    assert caught.value.kind == "timeout"
+    assert requests(srv) == 2
+    assert srv.stats.aborted == 1, "the first request was aborted before the retry"
