@@ -250,6 +250,28 @@ def encode_event(event: _Event) -> bytes:
     return event.__pydantic_serializer__.to_json(event)
 
 
+class TextEventEncoder:
+    """Encodes one job's `token` and `reasoning` events without building a model for each.
+
+    These are nearly all of a job's events, and a worker publishes a whole GPU's output: the JSON is
+    assembled from parts fixed per job, and reads back (`parse_event`) as the model would have written
+    it. A lone surrogate in the text (possible after JSON decoding) is written as "?".
+    """
+
+    __slots__ = ("_middles", "_prefix")
+
+    def __init__(self, job_id: str):
+        self._prefix = b'{"job_id":' + json.dumps(job_id, ensure_ascii=False).encode() + b',"seq":'
+        self._middles = {kind: f',"type":"{kind}","text":'.encode() for kind in ("token", "reasoning")}
+
+    def __call__(self, seq: int, kind: Literal["token", "reasoning"], text: str) -> bytes:
+        body = _dumps_text(text).encode("utf-8", "replace")
+        return b"%s%d%s%s}" % (self._prefix, seq, self._middles[kind], body)
+
+
+_dumps_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def event_template(event: _Event) -> tuple[bytes, bytes]:
     """The event's JSON split around its `seq`, for a Redis script that numbers it where it is stored."""
     data = encode_event(event.model_copy(update={"seq": 0}))

@@ -28,11 +28,9 @@ from arkq.contract import (
     ErrorInfo,
     GenerationRequest,
     JobResult,
-    ReasoningEvent,
     ResetEvent,
     StartedEvent,
     Timings,
-    TokenEvent,
     ToolCallEvent,
     cancel_key,
     describe_validation_error,
@@ -285,7 +283,7 @@ class GenerationJob:
         return f"{self.publisher.job_id}-{self.publisher.attempts}"
 
     async def _stream(self, request: GenerationRequest) -> Finish:
-        publish, output = self.publisher.publish, self.output
+        publisher, output = self.publisher, self.output
         stream = self.link.stream(
             request.messages,
             request.json_schema,
@@ -298,25 +296,25 @@ class GenerationJob:
         # aclosing: a job stopped mid-stream closes its HTTP stream at once.
         async with aclosing(stream) as deltas:
             async for delta in deltas:
-                if isinstance(delta, TextDelta):
+                if type(delta) is TextDelta:
                     output.mark_first()
                     output.text.append(delta.text)
-                    await publish(TokenEvent, text=delta.text)
-                elif isinstance(delta, ReasoningDelta):
+                    await publisher.emit_text("token", delta.text)
+                elif type(delta) is ReasoningDelta:
                     output.mark_first()
                     output.reasoning.append(delta.text)
-                    await publish(ReasoningEvent, text=delta.text)
-                elif isinstance(delta, ToolCallDelta):
+                    await publisher.emit_text("reasoning", delta.text)
+                elif type(delta) is ToolCallDelta:
                     output.mark_first()
                     output.add_tool_call(delta)
-                    await publish(
+                    await publisher.emit(
                         ToolCallEvent,
                         index=delta.index,
                         id=delta.id,
                         name=delta.name,
                         arguments=delta.arguments,
                     )
-                elif isinstance(delta, Finish):
+                elif type(delta) is Finish:
                     return delta
         raise stream_incomplete("no finish event")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
@@ -10,6 +11,7 @@ from arkq.contract import (
     TERMINAL_EVENT_TYPES,
     Event,
     JobResult,
+    TextEventEncoder,
     channel_name,
     encode_event,
     event_log_key,
@@ -54,7 +56,18 @@ class EventPublisher:
     a subscriber that sees an event live can always find everything before it in the log, and a worker
     that lost its lease cannot interleave its events with the new owner's. Only the lease holder
     publishes, so a local counter, started from the log's length, numbers events without gaps.
+
+    Output goes out through `emit`: one script call is in flight per job at a time, and whatever the
+    stream produced meanwhile rides on the next call. A stream that trickles (a GPU's pace) has each
+    token sent the moment it arrives; one that runs hot shares a Redis round trip between many tokens,
+    instead of queueing one round trip behind another. `publish` and `end` wait until everything before
+    them is written, and a failure (the lease lost, Redis gone) surfaces at the next call.
     """
+
+    #: Events per script call, so that one call never holds Redis for long.
+    BATCH_LIMIT = 256
+    #: Events waiting to be written beyond which `emit` waits for Redis: a bound on memory.
+    BACKLOG_LIMIT = 4096
 
     def __init__(
         self,
@@ -75,13 +88,19 @@ class EventPublisher:
         #: Output was published since the last reset: a new attempt must void it first.
         self.dirty = False
         for event in history:
-            self._track(event)
+            self._track(event.type)
         self._redis = redis
         self._token = token
         self._keys = [lease_key(job_id), event_log_key(job_id), result_key(job_id)]
         self._channel = channel_name(channel_prefix, job_id)
         self._log_ttl_ms = int(log_ttl_s * 1000)
         self._script = redis.register_script(_PUBLISH)
+        self._encode_text = TextEventEncoder(job_id)
+        #: Encoded events not yet written; the first of them has seq `_written`.
+        self._backlog: list[bytes] = []
+        self._written = self.next_seq
+        self._writer: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
 
     @classmethod
     async def open(
@@ -93,40 +112,85 @@ class EventPublisher:
             redis, job_id, token=token, channel_prefix=channel_prefix, log_ttl_s=log_ttl_s, history=history
         )
 
-    def _track(self, event: Event) -> None:
-        if event.type in OUTPUT_EVENT_TYPES:
+    def _track(self, event_type: str) -> None:
+        if event_type in OUTPUT_EVENT_TYPES:
             self.dirty = True
-        elif event.type == "reset":
+        elif event_type == "reset":
             self.dirty = False
-        elif event.type == "started":
+        elif event_type == "started":
             self.attempts += 1
 
+    async def emit_text(self, kind: Literal["token", "reasoning"], text: str) -> None:
+        """Send a piece of output text; returns once it is queued for writing, not written."""
+        await self._queue(kind, self._encode_text(self.next_seq, kind, text))
+
+    async def emit(self, event_type: type[Event], **fields: Any) -> Event:  # type: ignore[valid-type]
+        """Send any event, like `emit_text`."""
+        event = event_type(job_id=self.job_id, seq=self.next_seq, **fields)
+        await self._queue(event.type, encode_event(event))
+        return event
+
     async def publish(self, event_type: type[Event], **fields: Any) -> Event:  # type: ignore[valid-type]
-        return await self._append(event_type(job_id=self.job_id, seq=self.next_seq, **fields))
+        """Send an event and wait until it (and everything before it) is written."""
+        event = await self.emit(event_type, **fields)
+        await self.flush()
+        return event
 
     async def end(
         self, result: JobResult, event_type: type[Event], keep_result_s: float, **fields: Any
     ) -> Event:  # type: ignore[valid-type]
         """Store the result and publish the terminal event, in one step: whoever sees the event can read
         the result, and an attempt that lost its lease can write neither."""
+        await self.flush()
         event = event_type(job_id=self.job_id, seq=self.next_seq, **fields)
-        return await self._append(event, result.model_dump_json(), keep_result_s)
+        await self._write([encode_event(event)], result.model_dump_json(), keep_result_s)
+        self.next_seq += 1
+        self._track(event.type)
+        return event
 
-    async def _append(self, event: Event, result: str = "", keep_result_s: float = 0) -> Event:  # type: ignore[valid-type]
+    async def flush(self) -> None:
+        """Wait until every event sent so far is written; raise what stopped the writing, if anything."""
+        while self._writer is not None and not self._writer.done():
+            # shield: a job stopped meanwhile leaves the write in flight to finish, never half done.
+            await asyncio.shield(self._writer)
+        if self._failure is not None:
+            raise self._failure
+
+    async def _queue(self, event_type: str, data: bytes) -> None:
+        if self._failure is not None:
+            raise self._failure
+        self._backlog.append(data)
+        self.next_seq += 1
+        self._track(event_type)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_backlog())
+        if len(self._backlog) >= self.BACKLOG_LIMIT:
+            await self.flush()
+
+    async def _write_backlog(self) -> None:
+        """Write the backlog in order, one call at a time, until it is empty or a call fails."""
+        try:
+            while self._backlog:
+                batch = self._backlog[: self.BATCH_LIMIT]
+                del self._backlog[: self.BATCH_LIMIT]
+                await self._write(batch)
+        except Exception as error:  # kept for the job to raise: nobody awaits this task
+            self._failure = error
+            self._backlog.clear()
+
+    async def _write(self, events: list[bytes], result: str = "", keep_result_s: float = 0) -> None:
         args = [
             self._token,
             self._channel,
             self._log_ttl_ms,
-            event.seq,
+            self._written,
             result,
             int(keep_result_s * 1000),
-            encode_event(event),
+            *events,
         ]
         length = await self._script(keys=self._keys, args=args)
         if length == -1:
             raise LeaseLost(f"job {self.job_id}: the lease is held by another attempt")
         if length == -2:
             raise LeaseLost(f"job {self.job_id}: its log has events this attempt did not write")
-        self.next_seq += 1
-        self._track(event)
-        return event
+        self._written += len(events)

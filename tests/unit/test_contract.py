@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from arkq.contract import (
@@ -8,6 +10,8 @@ from arkq.contract import (
     DoneEvent,
     GenerationRequest,
     JobResult,
+    ReasoningEvent,
+    TextEventEncoder,
     Timings,
     TokenEvent,
     deserialize,
@@ -123,3 +127,11 @@ def test_an_undecodable_job_becomes_a_job_that_reports_it(raw: bytes) -> None:
     assert job["f"] == JOB_FUNCTION
     assert job["a"] == []
     assert "undecodable" in job["k"]
+
+
+@given(job_id=st.text(min_size=1, max_size=40), seq=st.integers(0, 10**9), text=st.text(max_size=200))
+def test_text_events_encoded_without_the_model_read_back_the_same(job_id: str, seq: int, text: str) -> None:
+    encode = TextEventEncoder(job_id)
+    assert parse_event(encode(seq, "token", text)) == TokenEvent(job_id=job_id, seq=seq, text=text)
+    reasoning = parse_event(encode(seq, "reasoning", text))
+    assert reasoning == ReasoningEvent(job_id=job_id, seq=seq, text=text)

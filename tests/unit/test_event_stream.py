@@ -140,3 +140,52 @@ async def test_an_end_published_as_the_job_leaves_is_still_read(fake_redis: ArqR
     pending = False
     events = await asyncio.wait_for(reader, 2)
     assert [event.type for event in events] == ["started", "done"]
+
+
+class CountingScript:
+    """Wraps a publisher's script to count its calls (each one a Redis round trip)."""
+
+    def __init__(self, script):
+        self.script, self.calls = script, 0
+
+    async def __call__(self, **kwargs):
+        self.calls += 1
+        return await self.script(**kwargs)
+
+
+async def test_a_hot_stream_shares_round_trips_and_keeps_every_event_in_order(fake_redis: ArqRedis) -> None:
+    pub = await publisher(fake_redis)
+    counter = pub._script = CountingScript(pub._script)
+    reader = asyncio.create_task(collect(fake_redis, "j"))
+    await asyncio.sleep(0.05)
+    texts = [f"t{i} " for i in range(1000)]
+    for text in texts:  # faster than Redis answers: nothing in between yields to the writer
+        await pub.emit_text("token", text)
+    await pub.publish(DoneEvent, finish_reason="stop", usage=None, text="".join(texts))
+    events = await asyncio.wait_for(reader, 5)
+    assert [e.seq for e in events] == list(range(1001))
+    assert [e.text for e in events[:-1]] == texts
+    assert counter.calls <= 1000 // EventPublisher.BATCH_LIMIT + 2
+
+
+async def test_a_trickling_stream_sends_each_token_at_once(fake_redis: ArqRedis) -> None:
+    pub = await publisher(fake_redis)
+    for index in range(3):
+        await pub.emit_text("token", str(index))
+        for _ in range(100):  # no flush: the token goes out by itself, without waiting for more
+            if await fake_redis.llen(event_log_key("j")) == index + 1:
+                break
+            await asyncio.sleep(0.01)
+        assert await fake_redis.llen(event_log_key("j")) == index + 1
+
+
+async def test_a_lost_lease_stops_the_backlog_and_surfaces_at_the_next_call(fake_redis: ArqRedis) -> None:
+    old = await publisher(fake_redis, token="attempt-1")
+    await old.publish(StartedEvent, attempt=1, worker="w")
+    await fake_redis.set(lease_key("j"), "attempt-2")  # another worker took the job over
+    await old.emit_text("token", "stale")
+    with pytest.raises(LeaseLost):
+        await old.flush()
+    with pytest.raises(LeaseLost):
+        await old.emit_text("token", "later")
+    assert [e.type for e in await collect_now(fake_redis)] == ["started"]
