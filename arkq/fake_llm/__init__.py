@@ -39,6 +39,11 @@ Any message may contain directives; their text is ignored for generation::
                        ``--reasoning-parser``)
 ``ttft_ms=X``          delay before the first token, for this request
 ``itl_ms=X``           delay between tokens, for this request
+``stamp=1``            streamed only: each content token's text is the Unix time its chunk is
+                       written (``f" {time.time():.6f}"``, taken after the pacing sleep), so a
+                       client can measure per-token delivery latency as receive time minus
+                       stamp; reasoning tokens, tool-call fragments and token counts are
+                       unchanged; non-streamed answers ignore it
 ``status=CODE``        answer with HTTP CODE and SGLang's error body instead of generating
                        ("The request queue is full." for 503, "Injected fault" otherwise);
                        streamed requests too
@@ -53,7 +58,8 @@ Any message may contain directives; their text is ignored for generation::
                        ``[DONE]``)
 ``times=N``            the fault keys (status, stream_error, cut_after, context_overflow) only
                        fire for the first N requests carrying the same directive text; later
-                       ones succeed
+                       ones succeed (shaping keys such as ``tokens``, ``itl_ms``, ``stamp``
+                       still apply)
 =====================  =====================================================================
 
 Token counts for ``error_after``/``cut_after`` include reasoning tokens and tool-call

@@ -11,8 +11,9 @@ an abort carrying an HTTP status (queue full, internal error) becomes an in-stre
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -91,13 +92,34 @@ def _tool_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"  # SGLang's format for every parser but kimi_k2
 
 
-def _token_chunks(turn: Turn, encoder: ChunkEncoder) -> Iterator[bytes]:
-    """One chunk per output token; ``b""`` for a token that adds no visible text."""
+_Chunk = bytes | Callable[[], bytes]  # a callable is rendered at write time, after the pacing sleep
+
+
+def _stamp_chunk(encoder: ChunkEncoder) -> Callable[[], bytes]:
+    """A content chunk whose text is the Unix time it is rendered at (``stamp`` directive).
+
+    Rendered right before the write, so a client can take (receive time - stamp) as the
+    delivery latency of each token, with the server's own pacing already excluded.
+    """
+    return lambda: encoder.content(f" {time.time():.6f}")
+
+
+def _token_chunks(turn: Turn, encoder: ChunkEncoder) -> Iterator[_Chunk]:
+    """One chunk per output token; ``b""`` for a token that adds no visible text.
+
+    With ``stamp`` each visible content token is a callable instead, which
+    :func:`_send_tokens` renders only after the pacing sleep, so the time it carries is
+    the moment of the write.
+    """
     plan = turn.plan
+    stamp = _stamp_chunk(encoder) if turn.faults.stamp else None
     for token in plan.reasoning:
         yield encoder.reasoning(token) if token else b""
     for token in plan.content:
-        yield encoder.content(token) if token else b""
+        if not token:
+            yield b""
+        else:
+            yield encoder.content(token) if stamp is None else stamp
     if plan.tool_name is not None:
         yield encoder.tool_call_start(_tool_call_id(), plan.tool_name)
         for fragment in plan.tool_args:
@@ -123,12 +145,13 @@ async def _send_tokens(
     active, fault_after = turn.active, turn.fault_after
     if turn.faults.stream_error is not None and fault_after == 0:
         return  # rejected before the first output: no role chunk either
-    for chunk in _token_chunks(turn, encoder):
+    for planned in _token_chunks(turn, encoder):
         if progress.sent >= fault_after:
             return
         await active.sleep(turn.ttft if progress.sent == 0 else turn.itl)
         if active.aborted:
             return
+        chunk = planned() if callable(planned) else planned
         if not progress.role_sent:
             chunk = encoder.role() + chunk
             progress.role_sent = True

@@ -17,7 +17,7 @@ DIRECTIVE_RE = re.compile(r"\[\[arkq:([^\[\]]*)\]\]")
 
 _INT_KEYS = frozenset(
     {"tokens", "status", "retry_after", "context_overflow", "stream_error", "error_after", "cut_after",
-     "reasoning", "times"}
+     "reasoning", "times", "stamp"}
 )  # fmt: skip
 _FLOAT_KEYS = frozenset({"ttft_ms", "itl_ms"})
 FAULT_KEYS = frozenset({"status", "stream_error", "cut_after", "context_overflow"})
@@ -43,6 +43,7 @@ class Directives:
     itl_ms: float | None = None
     reasoning: int = 0
     times: int | None = None
+    stamp: bool = False  # streamed content tokens carry their send time (latency benchmarks)
 
     @property
     def has_fault(self) -> bool:
@@ -61,6 +62,7 @@ class Directives:
             ttft_ms=self.ttft_ms,
             itl_ms=self.itl_ms,
             reasoning=self.reasoning,
+            stamp=self.stamp,
         )
 
 
@@ -130,6 +132,7 @@ def parse_directives(texts: Iterable[str]) -> Directives:
         itl_ms=None if itl is None else float(itl),
         reasoning=as_int("reasoning") or 0,
         times=as_int("times"),
+        stamp=bool(values.get("stamp", 0)),
     )
 
 
