@@ -253,13 +253,12 @@ class GenerationJob:
             if self.publisher.attempts:
                 # The attempt before this one (another worker's, maybe) may still be generating.
                 await self.link.abort(self.rid)
+            # Not waited for: they are written before anything the attempt streams, and a failure to
+            # write them surfaces at the attempt's next event.
+            attempt = self.publisher.attempts + 1
             if self.publisher.dirty:
-                await self.publisher.publish(
-                    ResetEvent, reason=f"attempt {self.publisher.attempts + 1} starts over"
-                )
-            await self.publisher.publish(
-                StartedEvent, attempt=self.publisher.attempts + 1, worker=self.worker_name
-            )
+                await self.publisher.emit(ResetEvent, reason=f"attempt {attempt} starts over")
+            await self.publisher.emit(StartedEvent, attempt=attempt, worker=self.worker_name)
             self.output = Output()
             try:
                 return await self._stream(request)

@@ -1,9 +1,16 @@
-"""Publishing a job's events: appended to the replay log and published live, fenced by the lease."""
+"""Publishing jobs' events: appended to each job's replay log and published live, fenced by its lease.
+
+Every event of every job on a worker goes to Redis through one `EventWriter`, which keeps one script
+call in flight and sends, in the next call, whatever all jobs produced meanwhile. A stream that trickles
+(a GPU's pace) has each token sent the moment it arrives; many streams, or one that runs hot, share a
+round trip between many tokens instead of queueing one round trip behind another.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+import weakref
+from typing import Any, ClassVar, Literal
 
 from redis.asyncio import Redis
 
@@ -20,25 +27,39 @@ from arkq.contract import (
     result_key,
 )
 
-# KEYS[1]: the job's lease, KEYS[2]: its replay log, KEYS[3]: its result. ARGV: token, channel, log TTL
-# (ms), seq of the first event, result JSON ("" for none), result TTL (ms), events... Appends and
-# publishes only while the caller holds the lease (else -1), and only if the log ends where the caller
-# thinks: a call that the client retried after a lost reply (a Redis restart) finds its events there
-# already and does not append them twice. A job's result and its terminal event are written together.
+# For each job i: KEYS[3i-2] its lease, KEYS[3i-1] its replay log, KEYS[3i] its result. ARGV: for each job
+# in turn, its lease token, channel, log TTL (ms), the seq of its first event here, its result JSON ("" for
+# none), the result's TTL (ms), its event count, then its events. For each job, in order, returns the log's
+# new length, or -1 when the caller no longer holds the lease (nothing written), or -2 when the log does
+# not end where the caller thinks. A job's events are appended and published only while its lease is the
+# caller's, and only if its log ends where the caller thinks: a call that the client retried after a lost
+# reply (a Redis restart) finds its events there already and does not append them twice. A job's result
+# and its terminal event are written together.
 _PUBLISH = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local length = redis.call('LLEN', KEYS[2])
-local first = tonumber(ARGV[4])
-local count = #ARGV - 6
-if length == first + count then return length end
-if length ~= first then return -2 end
-if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6]) end
-for i = 7, #ARGV do
-  redis.call('RPUSH', KEYS[2], ARGV[i])
-  redis.call('PUBLISH', ARGV[2], ARGV[i])
+local replies, at = {}, 1
+for job = 1, #KEYS / 3 do
+  local lease, log, result = KEYS[3 * job - 2], KEYS[3 * job - 1], KEYS[3 * job]
+  local first, count = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 6])
+  local events = at + 7
+  local length = redis.call('LLEN', log)
+  if redis.call('GET', lease) ~= ARGV[at] then
+    replies[job] = -1
+  elseif length == first + count then
+    replies[job] = length
+  elseif length ~= first then
+    replies[job] = -2
+  else
+    if ARGV[at + 4] ~= '' then redis.call('SET', result, ARGV[at + 4], 'PX', ARGV[at + 5]) end
+    for i = events, events + count - 1 do
+      redis.call('RPUSH', log, ARGV[i])
+      redis.call('PUBLISH', ARGV[at + 1], ARGV[i])
+    end
+    redis.call('PEXPIRE', log, ARGV[at + 2])
+    replies[job] = length + count
+  end
+  at = events + count
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return length + count
+return replies
 """
 
 OUTPUT_EVENT_TYPES = frozenset({"token", "reasoning", "tool_call"})
@@ -46,6 +67,79 @@ OUTPUT_EVENT_TYPES = frozenset({"token", "reasoning", "tool_call"})
 
 class LeaseLost(Exception):
     """The job's lease is no longer ours: another attempt owns the job, this one must stop."""
+
+
+class EventWriter:
+    """Writes the events of all jobs that share a Redis client, one script call at a time.
+
+    Its task runs while there is something to write and ends when there is not.
+    """
+
+    #: Events per script call, so that one call never holds Redis for long.
+    CALL_LIMIT = 1024
+    #: Events of one job per call, so that a hot job does not hold back the others.
+    JOB_LIMIT = 256
+
+    _writers: ClassVar[weakref.WeakKeyDictionary[Redis, EventWriter]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, redis: Redis):
+        self._script = redis.register_script(_PUBLISH)
+        #: Publishers with events to write, in the order they asked (a dict as an ordered set).
+        self._waiting: dict[EventPublisher, None] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, redis: Redis) -> EventWriter:
+        """The writer of `redis`: one per client, so every job of a worker shares it."""
+        writer = cls._writers.get(redis)
+        if writer is None:
+            writer = cls._writers[redis] = cls(redis)
+        return writer
+
+    def wake(self, publisher: EventPublisher) -> None:
+        self._waiting[publisher] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._waiting:
+            batch: list[tuple[EventPublisher, list[bytes], str, int]] = []
+            room = self.CALL_LIMIT
+            for publisher in list(self._waiting):
+                if room <= 0:
+                    break
+                del self._waiting[publisher]
+                events, result, keep_ms = publisher.take(min(room, self.JOB_LIMIT))
+                batch.append((publisher, events, result, keep_ms))
+                room -= len(events)
+            await self._write(batch)
+
+    async def _write(self, batch: list[tuple[EventPublisher, list[bytes], str, int]]) -> None:
+        keys: list[str] = []
+        args: list[Any] = []
+        for publisher, events, result, keep_ms in batch:
+            keys += publisher.keys
+            args += [publisher.token, publisher.channel, publisher.log_ttl_ms, publisher.written]
+            args += [result, keep_ms, len(events), *events]
+        try:
+            replies = await self._script(keys=keys, args=args)
+        except Exception as error:  # Redis stayed away: every job in the call must hear of it
+            for publisher, *_ in batch:
+                publisher.failed(error)
+            return
+        for (publisher, events, *_), reply in zip(batch, replies, strict=True):
+            if reply < 0:
+                publisher.failed(LeaseLost(f"job {publisher.job_id}: {_REFUSALS[reply]}"))
+            else:
+                publisher.wrote(len(events))
+                if publisher.has_backlog:
+                    self._waiting[publisher] = None
+
+
+_REFUSALS = {
+    -1: "the lease is held by another attempt",
+    -2: "its log has events this attempt did not write",
+}
 
 
 class EventPublisher:
@@ -57,15 +151,10 @@ class EventPublisher:
     that lost its lease cannot interleave its events with the new owner's. Only the lease holder
     publishes, so a local counter, started from the log's length, numbers events without gaps.
 
-    Output goes out through `emit`: one script call is in flight per job at a time, and whatever the
-    stream produced meanwhile rides on the next call. A stream that trickles (a GPU's pace) has each
-    token sent the moment it arrives; one that runs hot shares a Redis round trip between many tokens,
-    instead of queueing one round trip behind another. `publish` and `end` wait until everything before
-    them is written, and a failure (the lease lost, Redis gone) surfaces at the next call.
+    `emit` queues an event for the worker's `EventWriter`; `publish` and `end` also wait until
+    everything before them is written. A failure (the lease lost, Redis gone) surfaces at the next call.
     """
 
-    #: Events per script call, so that one call never holds Redis for long.
-    BATCH_LIMIT = 256
     #: Events waiting to be written beyond which `emit` waits for Redis: a bound on memory.
     BACKLOG_LIMIT = 4096
 
@@ -89,17 +178,19 @@ class EventPublisher:
         self.dirty = False
         for event in history:
             self._track(event.type)
-        self._redis = redis
-        self._token = token
-        self._keys = [lease_key(job_id), event_log_key(job_id), result_key(job_id)]
-        self._channel = channel_name(channel_prefix, job_id)
-        self._log_ttl_ms = int(log_ttl_s * 1000)
-        self._script = redis.register_script(_PUBLISH)
+        self.token = token
+        self.keys = [lease_key(job_id), event_log_key(job_id), result_key(job_id)]
+        self.channel = channel_name(channel_prefix, job_id)
+        self.log_ttl_ms = int(log_ttl_s * 1000)
+        #: Events in the log, as far as this attempt knows: the seq of the first one still to write.
+        self.written = self.next_seq
+        self._writer = EventWriter.of(redis)
         self._encode_text = TextEventEncoder(job_id)
-        #: Encoded events not yet written; the first of them has seq `_written`.
         self._backlog: list[bytes] = []
-        self._written = self.next_seq
-        self._writer: asyncio.Task[None] | None = None
+        #: The result that goes with the terminal event, and its TTL (ms).
+        self._result: tuple[str, int] = ("", 0)
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._failure: Exception | None = None
 
     @classmethod
@@ -141,18 +232,13 @@ class EventPublisher:
     ) -> Event:  # type: ignore[valid-type]
         """Store the result and publish the terminal event, in one step: whoever sees the event can read
         the result, and an attempt that lost its lease can write neither."""
-        await self.flush()
-        event = event_type(job_id=self.job_id, seq=self.next_seq, **fields)
-        await self._write([encode_event(event)], result.model_dump_json(), keep_result_s)
-        self.next_seq += 1
-        self._track(event.type)
-        return event
+        await self.flush()  # the result rides with the call that carries the terminal event alone
+        self._result = (result.model_dump_json(), int(keep_result_s * 1000))
+        return await self.publish(event_type, **fields)
 
     async def flush(self) -> None:
         """Wait until every event sent so far is written; raise what stopped the writing, if anything."""
-        while self._writer is not None and not self._writer.done():
-            # shield: a job stopped meanwhile leaves the write in flight to finish, never half done.
-            await asyncio.shield(self._writer)
+        await self._idle.wait()
         if self._failure is not None:
             raise self._failure
 
@@ -162,35 +248,33 @@ class EventPublisher:
         self._backlog.append(data)
         self.next_seq += 1
         self._track(event_type)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_backlog())
+        if self._idle.is_set():
+            self._idle.clear()
+            self._writer.wake(self)
         if len(self._backlog) >= self.BACKLOG_LIMIT:
             await self.flush()
 
-    async def _write_backlog(self) -> None:
-        """Write the backlog in order, one call at a time, until it is empty or a call fails."""
-        try:
-            while self._backlog:
-                batch = self._backlog[: self.BATCH_LIMIT]
-                del self._backlog[: self.BATCH_LIMIT]
-                await self._write(batch)
-        except Exception as error:  # kept for the job to raise: nobody awaits this task
-            self._failure = error
-            self._backlog.clear()
+    # -- the writer's side ---------------------------------------------------------------------------
 
-    async def _write(self, events: list[bytes], result: str = "", keep_result_s: float = 0) -> None:
-        args = [
-            self._token,
-            self._channel,
-            self._log_ttl_ms,
-            self._written,
-            result,
-            int(keep_result_s * 1000),
-            *events,
-        ]
-        length = await self._script(keys=self._keys, args=args)
-        if length == -1:
-            raise LeaseLost(f"job {self.job_id}: the lease is held by another attempt")
-        if length == -2:
-            raise LeaseLost(f"job {self.job_id}: its log has events this attempt did not write")
-        self._written += len(events)
+    @property
+    def has_backlog(self) -> bool:
+        return bool(self._backlog)
+
+    def take(self, limit: int) -> tuple[list[bytes], str, int]:
+        """The next events to write, and the result when they are the last (it goes with the end)."""
+        events = self._backlog[:limit]
+        del self._backlog[:limit]
+        if self._backlog:
+            return events, "", 0
+        (result, keep_ms), self._result = self._result, ("", 0)
+        return events, result, keep_ms
+
+    def wrote(self, count: int) -> None:
+        self.written += count
+        if not self._backlog:
+            self._idle.set()
+
+    def failed(self, error: Exception) -> None:
+        self._failure = error
+        self._backlog.clear()
+        self._idle.set()

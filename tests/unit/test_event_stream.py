@@ -17,7 +17,7 @@ from arkq.contract import (
 )
 from producer.errors import JobLost
 from producer.events import read_events
-from worker.publisher import EventPublisher, LeaseLost
+from worker.publisher import EventPublisher, EventWriter, LeaseLost
 
 PREFIX = "ark:tokens:"
 
@@ -155,7 +155,8 @@ class CountingScript:
 
 async def test_a_hot_stream_shares_round_trips_and_keeps_every_event_in_order(fake_redis: ArqRedis) -> None:
     pub = await publisher(fake_redis)
-    counter = pub._script = CountingScript(pub._script)
+    writer = EventWriter.of(fake_redis)
+    counter = writer._script = CountingScript(writer._script)
     reader = asyncio.create_task(collect(fake_redis, "j"))
     await asyncio.sleep(0.05)
     texts = [f"t{i} " for i in range(1000)]
@@ -165,7 +166,7 @@ async def test_a_hot_stream_shares_round_trips_and_keeps_every_event_in_order(fa
     events = await asyncio.wait_for(reader, 5)
     assert [e.seq for e in events] == list(range(1001))
     assert [e.text for e in events[:-1]] == texts
-    assert counter.calls <= 1000 // EventPublisher.BATCH_LIMIT + 2
+    assert counter.calls <= 1000 // EventWriter.JOB_LIMIT + 2
 
 
 async def test_a_trickling_stream_sends_each_token_at_once(fake_redis: ArqRedis) -> None:
@@ -189,3 +190,31 @@ async def test_a_lost_lease_stops_the_backlog_and_surfaces_at_the_next_call(fake
     with pytest.raises(LeaseLost):
         await old.emit_text("token", "later")
     assert [e.type for e in await collect_now(fake_redis)] == ["started"]
+
+
+async def test_many_jobs_share_round_trips_and_each_keeps_its_own_order(fake_redis: ArqRedis) -> None:
+    jobs = [await publisher(fake_redis, job_id=f"job-{n}") for n in range(50)]
+    writer = EventWriter.of(fake_redis)
+    counter = writer._script = CountingScript(writer._script)
+    for index in range(20):  # interleaved, as concurrent streams produce them
+        for pub in jobs:
+            await pub.emit_text("token", f"{pub.job_id}:{index}")
+    for pub in jobs:
+        await pub.flush()
+    for pub in jobs:
+        logged = [parse_event(raw) for raw in await fake_redis.lrange(event_log_key(pub.job_id), 0, -1)]
+        assert [(e.seq, e.text) for e in logged] == [(i, f"{pub.job_id}:{i}") for i in range(20)]
+    assert counter.calls <= 1000 // EventWriter.CALL_LIMIT + 2
+
+
+async def test_a_lost_lease_in_a_shared_call_stops_only_that_job(fake_redis: ArqRedis) -> None:
+    kept = await publisher(fake_redis, job_id="kept")
+    lost = await publisher(fake_redis, job_id="lost")
+    await fake_redis.set(lease_key("lost"), "another-attempt")
+    await kept.emit_text("token", "a")
+    await lost.emit_text("token", "b")
+    await kept.flush()
+    with pytest.raises(LeaseLost):
+        await lost.flush()
+    assert await fake_redis.llen(event_log_key("kept")) == 1
+    assert await fake_redis.llen(event_log_key("lost")) == 0
