@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC
 from typing import Any, Literal, get_args
 
+import aiohttp
 import httpx2
 import openai
 
@@ -163,7 +164,8 @@ def from_openai_error(exc: BaseException) -> ModelError:
     """Classify an exception raised by the openai client (or by the transport under it)."""
     if isinstance(exc, ModelError):
         return exc
-    if isinstance(exc, openai.APITimeoutError):
+    dropped = _connection_failed(exc)
+    if isinstance(exc, openai.APITimeoutError) and not dropped:
         return ModelError("timeout", f"request timed out: {_cause_text(exc)}")
     if isinstance(exc, openai.APIConnectionError):
         return ModelError("connect", f"cannot reach the LLM server: {_cause_text(exc)}")
@@ -185,11 +187,24 @@ def from_openai_error(exc: BaseException) -> ModelError:
         # The SDK's typed stream raises a bare APIError for an in-stream `{"error": ...}` event.
         body = exc.body if isinstance(exc.body, Mapping) else {"message": exc.message}
         return from_stream_error(body)
-    if isinstance(exc, httpx2.TimeoutException):
+    if isinstance(exc, httpx2.TimeoutException) and not dropped:
         return ModelError("timeout", f"no data from the LLM server in time: {_cause_text(exc)}")
     if isinstance(exc, httpx2.RequestError):
         return ModelError("stream", f"the response stream broke: {_cause_text(exc)}")
     return ModelError("server_error", f"{type(exc).__name__}: {exc}", retryable=False)
+
+
+def _connection_failed(exc: BaseException) -> bool:
+    """Whether aiohttp, under the client, failed to connect or lost the connection (not a timeout).
+
+    The aiohttp transport (openai's `DefaultAioHttpClient`) reports those as connect *timeouts*; the
+    aiohttp exception it chains as the cause says what happened."""
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def from_stream_error(error: Mapping[str, Any] | Any) -> ModelError:

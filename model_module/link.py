@@ -24,7 +24,7 @@ from typing import Any, Self, TypeVar
 
 import httpx2
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAioHttpClient
 from pydantic import SecretStr
 
 from config_module import loader as _config_loader
@@ -150,12 +150,16 @@ class ArkModelLink:
         return client
 
     def _new_client(self) -> AsyncOpenAI:
+        # `read` bounds the silence before the first token and between chunks, not the whole call.
+        timeout = httpx2.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
         return AsyncOpenAI(
             base_url=self.base_url,
             api_key=self._api_key or "-",  # SGLang without --api-key accepts anything
             max_retries=0,
-            # `read` bounds the silence before the first token and between chunks, not the whole call.
-            timeout=httpx2.Timeout(self.read_timeout_s, connect=self.connect_timeout_s),
+            timeout=timeout,
+            # The SDK's aiohttp transport: about half the CPU per streamed chunk of its default (anyio)
+            # transport, which a worker relaying a GPU's output on one core needs (bench/RESULTS.md).
+            http_client=DefaultAioHttpClient(timeout=timeout),
         )
 
     async def aclose(self) -> None:
