@@ -145,10 +145,15 @@ async def _send_tokens(
     active, fault_after = turn.active, turn.fault_after
     if turn.faults.stream_error is not None and fault_after == 0:
         return  # rejected before the first output: no role chunk either
+    # Tokens keep to a schedule, as a GPU's decode steps do: a late wake-up (a busy machine) shortens
+    # the next wait instead of slowing the whole stream down.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     for planned in _token_chunks(turn, encoder):
         if progress.sent >= fault_after:
             return
-        await active.sleep(turn.ttft if progress.sent == 0 else turn.itl)
+        due = started + turn.ttft + turn.itl * progress.sent
+        await active.sleep(max(0.0, due - loop.time()) if turn.itl or turn.ttft else 0.0)
         if active.aborted:
             return
         chunk = planned() if callable(planned) else planned
