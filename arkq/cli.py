@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arkq.fake_llm import __main__ as fake_llm_cli
+from bench import run as bench_run
 from config_module.loader import ConfigError
 from producer import cli as producer_cli
 from producer.cli import EXIT_REDIS_UNREACHABLE, EXIT_USAGE
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("prompt", nargs="?", default="Tell me about message queues.")
     demo.add_argument("--itl-ms", type=float, default=30.0, help="emulated delay between tokens")
     demo.set_defaults(run=None, handler=run_demo)
+
+    bench = commands.add_parser(
+        "bench", help="measure what the queue adds (starts redis-server, the emulator and workers)"
+    )
+    bench_run.add_arguments(bench)
+    bench.set_defaults(run=None, handler=bench_run.run_with)
     return parser
 
 

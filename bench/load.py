@@ -1,0 +1,115 @@
+"""The client side of a benchmark: the same requests streamed directly and through the queue.
+
+The direct baseline is `ArkModelLink.stream`, the AsyncOpenAI client the workers themselves use, so the
+difference between the two paths is the queue alone. Every request asks the emulator to `stamp` its
+tokens (each token's text is the instant it was written), which gives the delivery latency of every
+token on both paths with the same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from model_module import ArkModelLink, TextDelta
+from producer import Producer
+
+
+def request(tokens: int, *, itl_ms: float = 0, ttft_ms: float = 0, tag: str = "") -> list[dict[str, str]]:
+    """A chat request for exactly `tokens` stamped tokens, paced like a GPU at `itl_ms` per token."""
+    directive = f"[[arkq:stamp=1 tokens={tokens} itl_ms={itl_ms} ttft_ms={ttft_ms}]]"
+    return [{"role": "user", "content": f"{directive} benchmark {tag}"}]
+
+
+@dataclass
+class Stream:
+    """What one client saw of one request; instants are `time.time()` on this machine."""
+
+    began: float
+    first_token: float | None = None
+    ended: float | None = None
+    tokens: int = 0
+    #: For each token, its receive time minus the instant the server wrote it.
+    delays: list[float] = field(default_factory=list)
+
+    def receive(self, text: str) -> None:
+        now = time.time()
+        if self.first_token is None:
+            self.first_token = now
+        self.tokens += 1
+        self.delays.append(now - float(text))
+
+    @property
+    def ttft(self) -> float:
+        assert self.first_token is not None, "no token arrived"
+        return self.first_token - self.began
+
+
+async def direct(link: ArkModelLink, messages: Sequence[dict[str, str]], max_tokens: int) -> Stream:
+    seen = Stream(time.time())
+    async with aclosing(link.stream(messages, max_tokens=max_tokens)) as events:
+        async for event in events:
+            if type(event) is TextDelta:
+                seen.receive(event.text)
+    seen.ended = time.time()
+    return seen
+
+
+async def queued(producer: Producer, messages: Sequence[dict[str, str]], max_tokens: int) -> Stream:
+    """Enqueue and follow the job's events as a user does (`Job.events`), until it ends."""
+    seen = Stream(time.time())
+    job = await producer.enqueue(messages, max_tokens=max_tokens)
+    async for event in job.events():
+        if event.type == "token":
+            seen.receive(event.text)
+        elif event.type == "done":
+            seen.ended = time.time()
+        elif event.type in ("error", "cancelled", "reset"):
+            raise RuntimeError(f"job {job.id}: unexpected {event!r}")
+    return seen
+
+
+async def concurrently(count: int, run: Callable[[int], Awaitable[Stream]]) -> list[Stream]:
+    return list(await asyncio.gather(*(run(index) for index in range(count))))
+
+
+@dataclass
+class Totals:
+    """Tokens delivered over a wall-clock span, for throughput."""
+
+    tokens: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.tokens / self.seconds
+
+
+def totals(streams: Sequence[Stream]) -> Totals:
+    began = min(stream.began for stream in streams)
+    ended = max(stream.ended or stream.began for stream in streams)
+    return Totals(sum(stream.tokens for stream in streams), ended - began)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (`fraction` in 0..1) of `values`."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    rank = math.ceil(fraction * len(ordered))  # the smallest value with `fraction` of them at or below it
+    return ordered[min(max(rank, 1), len(ordered)) - 1]
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, Any]:
+    """p50 / p99 / mean of durations in seconds, reported in milliseconds."""
+    return {
+        "p50_ms": percentile(values, 0.50) * 1000,
+        "p99_ms": percentile(values, 0.99) * 1000,
+        "mean_ms": sum(values) / len(values) * 1000,
+        "n": len(values),
+    }

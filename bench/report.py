@@ -1,0 +1,165 @@
+"""Presenting a benchmark run: a table for the terminal, and a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+JSON_NAME = "bench.json"
+PNG_NAME = "bench.png"
+
+#: Per scenario: (label, the queue's figure, the baseline's figure, unit), as paths into its figures.
+_PAIRS: dict[str, list[tuple[str, str, str | None, str]]] = {
+    "emulator": [("direct tokens/s, flat out", "tokens_per_s", None, "tok/s")],
+    "pickup": [
+        ("enqueue to running, p50", "pickup.p50_ms", "baseline_pubsub_hop.p50_ms", "ms"),
+        ("enqueue to running, p99", "pickup.p99_ms", "baseline_pubsub_hop.p99_ms", "ms"),
+    ],
+    "ttft": [
+        ("time to first token, p50", "queue.p50_ms", "direct.p50_ms", "ms"),
+        ("time to first token, p99", "queue.p99_ms", "direct.p99_ms", "ms"),
+    ],
+    "paced": [
+        ("tokens/s", "queue_tokens_per_s", "direct_tokens_per_s", "tok/s"),
+        ("token delay, p50", "token_delay_queue.p50_ms", "token_delay_direct.p50_ms", "ms"),
+        ("token delay, p99", "token_delay_queue.p99_ms", "token_delay_direct.p99_ms", "ms"),
+    ],
+    "flat_out": [
+        ("tokens/s delivered", "tokens_per_s", "direct_tokens_per_s", "tok/s"),
+        ("worker capacity (1 / CPU per token)", "worker_capacity_tokens_per_s", None, "tok/s"),
+    ],
+    "memory": [("worker RSS, peak", "peak_rss_mib", "idle_rss_mib", "MiB")],
+}
+
+
+def _get(figures: dict[str, Any], path: str) -> float:
+    value: Any = figures
+    for part in path.split("."):
+        value = value[part]
+    return float(value)
+
+
+def _number(value: float, unit: str) -> str:
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+    return f"{text} {unit}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """Figures against their baselines, then every target and whether it was met."""
+    rows = [("scenario", "figure", "arkq", "baseline", "ratio")]
+    for name, outcome in results["scenarios"].items():
+        for label, value_path, base_path, unit in _PAIRS.get(name, []):
+            value = _get(outcome["figures"], value_path)
+            base = _get(outcome["figures"], base_path) if base_path else None
+            rows.append(
+                (
+                    name,
+                    label,
+                    _number(value, unit),
+                    "" if base is None else _number(base, unit),
+                    "" if not base else f"{value / base:.2f}x",
+                )
+            )
+        if name == "scaling":
+            for point in outcome["figures"]["by_workers"]:
+                rows.append(
+                    (
+                        name,
+                        f"{point['workers']} workers, tokens/s",
+                        _number(point["tokens_per_s"], "tok/s"),
+                        "",
+                        "",
+                    )
+                )
+            for point in outcome["figures"]["by_streams"]:
+                rows.append(
+                    (
+                        name,
+                        f"{point['streams']} streams, tokens/s (worker us/token)",
+                        _number(point["tokens_per_s"], f"tok/s ({point['worker_cpu_us_per_token']:.1f})"),
+                        _number(point["direct_tokens_per_s"], "tok/s"),
+                        f"{point['tokens_per_s'] / point['direct_tokens_per_s']:.2f}x",
+                    )
+                )
+    targets = [("scenario", "target", "measured", "limit", "met")]
+    for name, outcome in results["scenarios"].items():
+        for check in outcome["checks"]:
+            bound = ">=" if check["at_least"] else "<="
+            targets.append(
+                (
+                    name,
+                    check["what"],
+                    _number(check["value"], check["unit"]),
+                    f"{bound} {_number(check['limit'], check['unit'])}",
+                    "yes" if check["met"] else "NO",
+                )
+            )
+    return f"{_format(rows)}\n\n{_format(targets)}"
+
+
+def _format(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def missed(results: dict[str, Any]) -> list[str]:
+    return [
+        f"{name}: {check['what']}"
+        for name, outcome in results["scenarios"].items()
+        for check in outcome["checks"]
+        if not check["met"]
+    ]
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    """Draw the scaling and latency figures into `path`; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    scenarios = results["scenarios"]
+    figure, axes = plt.subplots(2, 2, figsize=(12, 9))
+    (throughput, cost), (workers, delays) = axes
+    if "scaling" in scenarios:
+        by_streams = scenarios["scaling"]["figures"]["by_streams"]
+        streams = [point["streams"] for point in by_streams]
+        queue_rate = [point["tokens_per_s"] for point in by_streams]
+        throughput.plot(streams, queue_rate, "o-", label="through arkq (1 worker)")
+        throughput.plot(streams, [p["direct_tokens_per_s"] for p in by_streams], "s--", label="direct")
+        throughput.set(xscale="log", xlabel="concurrent streams", ylabel="tokens/s", title="Flat out")
+        throughput.set_xticks(streams, [str(s) for s in streams])
+        throughput.legend()
+        cost.plot(streams, [p["worker_cpu_us_per_token"] for p in by_streams], "o-", label="worker")
+        cost.plot(streams, [p["emulator_cpu_us_per_token"] for p in by_streams], "^-", label="emulator")
+        cost.plot(streams, [p["redis_cpu_us_per_token"] for p in by_streams], "v-", label="redis-server")
+        cost.axhline(1e6 / 30_000, color="red", linestyle=":", label="worker target (33 us)")
+        cost.set(xscale="log", xlabel="concurrent streams", ylabel="CPU us per token", title="CPU per token")
+        cost.set_xticks(streams, [str(s) for s in streams])
+        cost.set_ylim(bottom=0)
+        cost.legend()
+        by_workers = scenarios["scaling"]["figures"]["by_workers"]
+        counts = [point["workers"] for point in by_workers]
+        workers.bar([str(c) for c in counts], [p["tokens_per_s"] for p in by_workers])
+        workers.set(xlabel="worker processes", ylabel="tokens/s", title="Throughput by workers, flat out")
+    if "paced" in scenarios:
+        paced = scenarios["paced"]["figures"]
+        quantiles = list(range(1, 100))
+        for route, style in (("queue", "-"), ("direct", "--")):
+            delays.plot(paced["delay_cdf_ms"][route], quantiles, style, label=route)
+        delays.set(
+            xlabel="token delay, server write to client (ms)",
+            ylabel="percentile",
+            title=f"Token delay, {paced['streams']} streams at {paced['tokens_per_stream_per_s']:.0f} tok/s",
+        )
+        delays.legend()
+    machine = results["machine"]
+    figure.suptitle(f"arkq bench, {results['date'][:10]}: {machine['cpus']} x {machine['cpu']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True

@@ -1,0 +1,319 @@
+"""The benchmark scenarios: each measures the queue and, in the same run, the baseline it is held to.
+
+A scenario returns its figures and its checks. A check compares one figure with the target the
+project holds itself to; the figures are what they are on the machine at hand, which is why every one
+of them comes with a baseline measured alongside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench.load import Stream, concurrently, direct, percentile, queued, request, summary_ms, totals
+from bench.stack import Stack, rss_bytes
+from model_module import ArkModelLink
+from producer import Producer
+
+#: What one H100 serving an 8B model emits at most, tokens/s: one worker must keep up with it.
+WORKER_TARGET_TOKENS_PER_S = 30_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much each scenario does. `QUICK` checks that everything runs; `FULL` is for the figures."""
+
+    pickup_jobs: int = 300
+    ttft_requests: int = 60
+    ttft_ms: float = 20.0
+    paced_streams: int = 128
+    paced_tokens: int = 500
+    itl_ms: float = 20.0
+    flat_streams: int = 128
+    flat_tokens: int = 1000
+    memory_streams: int = 256
+    memory_tokens: int = 250
+    worker_counts: tuple[int, ...] = (1, 2, 4)
+    scaling_streams: int = 256
+    concurrencies: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    #: Tokens per point of the concurrency sweep, shared among its streams.
+    sweep_tokens: int = 120_000
+
+
+FULL = Plan()
+QUICK = Plan(
+    pickup_jobs=20,
+    ttft_requests=5,
+    paced_streams=16,
+    paced_tokens=20,
+    flat_streams=16,
+    flat_tokens=100,
+    memory_streams=32,
+    memory_tokens=20,
+    worker_counts=(1, 2),
+    scaling_streams=16,
+    concurrencies=(16, 64),
+    sweep_tokens=3_200,
+)
+
+
+@dataclass
+class Check:
+    """One target: `value` must be at most (or, with `at_least`, at least) `limit`."""
+
+    what: str
+    value: float
+    limit: float
+    unit: str
+    at_least: bool = False
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.limit if self.at_least else self.value <= self.limit
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "met": self.met}
+
+
+@dataclass
+class Outcome:
+    figures: dict[str, Any]
+    checks: list[Check]
+
+
+@dataclass
+class Bench:
+    """What the scenarios share: the running stack and the clients on both paths."""
+
+    stack: Stack
+    producer: Producer
+    link: ArkModelLink
+    plan: Plan
+
+    async def queued_streams(self, count: int, tokens: int, itl_ms: float = 0) -> list[Stream]:
+        return await concurrently(
+            count, lambda i: queued(self.producer, request(tokens, itl_ms=itl_ms, tag=str(i)), tokens)
+        )
+
+    async def direct_streams(self, count: int, tokens: int, itl_ms: float = 0) -> list[Stream]:
+        return await concurrently(
+            count, lambda i: direct(self.link, request(tokens, itl_ms=itl_ms, tag=str(i)), tokens)
+        )
+
+    async def flat_out(self, count: int, tokens: int) -> dict[str, float]:
+        """`count` unpaced streams through the queue: delivered tokens/s and the CPU each process spent."""
+        before = self._cpu()
+        streams = await self.queued_streams(count, tokens)
+        spent = {name: after - before[name] for name, after in self._cpu().items()}
+        delivered = totals(streams)
+        _expect_tokens(streams, tokens)
+        return {
+            "tokens": delivered.tokens,
+            "tokens_per_s": delivered.per_second,
+            "worker_cpu_us_per_token": spent["worker"] / delivered.tokens * 1e6,
+            "emulator_cpu_us_per_token": spent["emulator"] / delivered.tokens * 1e6,
+            "redis_cpu_us_per_token": spent["redis"] / delivered.tokens * 1e6,
+        }
+
+    def _cpu(self) -> dict[str, float]:
+        stack = self.stack
+        return {"worker": stack.worker_cpu_s(), "emulator": stack.llm_cpu_s(), "redis": stack.redis_cpu_s()}
+
+
+def _expect_tokens(streams: list[Stream], tokens: int) -> None:
+    """A benchmark that lost tokens measured nothing: every stream must have delivered all of them."""
+    short = [stream.tokens for stream in streams if stream.tokens != tokens]
+    if short:
+        raise RuntimeError(f"{len(short)} streams delivered {short[:5]}... tokens instead of {tokens}")
+
+
+async def emulator(bench: Bench) -> Outcome:
+    """The emulator alone, flat out, streamed directly: it must not be what limits the queue."""
+    plan = bench.plan
+    before = bench.stack.llm_cpu_s()
+    streams = await bench.direct_streams(plan.flat_streams, plan.flat_tokens)
+    cpu = bench.stack.llm_cpu_s() - before
+    _expect_tokens(streams, plan.flat_tokens)
+    delivered = totals(streams)
+    cpu_per_token = cpu / delivered.tokens
+    capacity = 1 / cpu_per_token
+    figures = {
+        "streams": plan.flat_streams,
+        "tokens_per_s": delivered.per_second,
+        "emulator_cpu_us_per_token": cpu_per_token * 1e6,
+        "capacity_tokens_per_s": capacity,
+    }
+    what = "emulator tokens per CPU second"
+    return Outcome(figures, [Check(what, capacity, WORKER_TARGET_TOKENS_PER_S, "tok/s", at_least=True)])
+
+
+async def pickup(bench: Bench) -> Outcome:
+    """Enqueue to running, one job at a time on an idle fleet; the floor is one pub/sub hop."""
+    latencies = []
+    for index in range(bench.plan.pickup_jobs):
+        began = time.time()
+        job = await bench.producer.enqueue(request(1, tag=f"pickup {index}"), max_tokens=4)
+        result = await job.result(timeout=30)
+        latencies.append(result.timings.started_at - began)
+    hop = await _pubsub_hops(bench.producer.redis, bench.plan.pickup_jobs)
+    figures = {"pickup": summary_ms(latencies), "baseline_pubsub_hop": summary_ms(hop)}
+    figures["p50_vs_baseline"] = figures["pickup"]["p50_ms"] / figures["baseline_pubsub_hop"]["p50_ms"]
+    return Outcome(
+        figures,
+        [
+            Check("pickup p50", figures["pickup"]["p50_ms"], 2.0, "ms"),
+            Check("pickup p99", figures["pickup"]["p99_ms"], 10.0, "ms"),
+        ],
+    )
+
+
+async def _pubsub_hops(redis: Redis, count: int) -> list[float]:
+    """Publish to a subscriber over the same Redis, `count` times: the least any wake-up can take."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe("arkq:bench:hop")
+    hops = []
+    try:
+        for _ in range(count):
+            began = time.time()
+            await redis.publish("arkq:bench:hop", b"x")
+            while await pubsub.get_message(ignore_subscribe_messages=True, timeout=1) is None:
+                pass
+            hops.append(time.time() - began)
+    finally:
+        await pubsub.aclose()
+    return hops
+
+
+async def ttft(bench: Bench) -> Outcome:
+    """First token through the queue (enqueue to subscriber) against the same request made directly."""
+    plan = bench.plan
+    through_queue, straight = [], []
+    for index in range(plan.ttft_requests):  # alternated, so both paths see the same machine
+        messages = request(4, ttft_ms=plan.ttft_ms, tag=f"ttft {index}")
+        straight.append((await direct(bench.link, messages, 8)).ttft)
+        through_queue.append((await queued(bench.producer, messages, 8)).ttft)
+    figures = {"queue": summary_ms(through_queue), "direct": summary_ms(straight)}
+    added = figures["queue"]["p50_ms"] - figures["direct"]["p50_ms"]
+    figures["added_p50_ms"] = added
+    return Outcome(figures, [Check("added time to first token, p50", added, 5.0, "ms")])
+
+
+async def paced(bench: Bench) -> Outcome:
+    """A GPU's pace on many streams: tokens/s and each token's delivery delay, queue against direct."""
+    plan = bench.plan
+    count, tokens = plan.paced_streams, plan.paced_tokens
+    straight = await bench.direct_streams(count, tokens, plan.itl_ms)
+    through_queue = await bench.queued_streams(count, tokens, plan.itl_ms)
+    for streams in (straight, through_queue):
+        _expect_tokens(streams, tokens)
+    delays = {
+        "queue": [delay for stream in through_queue for delay in stream.delays],
+        "direct": [delay for stream in straight for delay in stream.delays],
+    }
+    figures: dict[str, Any] = {
+        "streams": count,
+        "tokens_per_stream_per_s": 1000 / plan.itl_ms,
+        "queue_tokens_per_s": totals(through_queue).per_second,
+        "direct_tokens_per_s": totals(straight).per_second,
+        "token_delay_queue": summary_ms(delays["queue"]),
+        "token_delay_direct": summary_ms(delays["direct"]),
+        "delay_cdf_ms": {path: _percentiles_ms(values) for path, values in delays.items()},
+    }
+    ratio = figures["queue_tokens_per_s"] / figures["direct_tokens_per_s"]
+    figures["throughput_ratio"] = ratio
+    added_p50 = figures["token_delay_queue"]["p50_ms"] - figures["token_delay_direct"]["p50_ms"]
+    added_p99 = figures["token_delay_queue"]["p99_ms"] - figures["token_delay_direct"]["p99_ms"]
+    figures["added_token_delay_p50_ms"], figures["added_token_delay_p99_ms"] = added_p50, added_p99
+    return Outcome(
+        figures,
+        [
+            Check("paced throughput, queue / direct", ratio, 0.95, "x", at_least=True),
+            Check("added per-token delay, p50", added_p50, 1.0, "ms"),
+            Check("added per-token delay, p99", added_p99, 5.0, "ms"),
+        ],
+    )
+
+
+def _percentiles_ms(values: list[float]) -> list[float]:
+    """The 1st to 99th percentiles, for a plot of the distribution."""
+    return [percentile(values, q / 100) * 1000 for q in range(1, 100)]
+
+
+async def flat_out(bench: Bench) -> Outcome:
+    """One worker, unpaced streams: the CPU it spends per token bounds what it can deliver."""
+    plan = bench.plan
+    bench.stack.workers(1)
+    straight = await bench.direct_streams(plan.flat_streams, plan.flat_tokens)
+    figures = await bench.flat_out(plan.flat_streams, plan.flat_tokens)
+    figures["direct_tokens_per_s"] = totals(straight).per_second
+    figures["worker_capacity_tokens_per_s"] = 1e6 / figures["worker_cpu_us_per_token"]
+    figures["streams"] = plan.flat_streams
+    limit = 1e6 / WORKER_TARGET_TOKENS_PER_S
+    return Outcome(figures, [Check("worker CPU per token", figures["worker_cpu_us_per_token"], limit, "us")])
+
+
+async def memory(bench: Bench) -> Outcome:
+    """A fresh worker's resident memory, idle and at its peak while it holds many streams."""
+    plan = bench.plan
+    bench.stack.workers(0)
+    (pid,) = bench.stack.workers(1)
+    await bench.queued_streams(4, 8)  # its connections and imports warmed up
+    idle = rss_bytes(pid)
+    peak = idle
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, rss_bytes(pid))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        streams = await bench.queued_streams(plan.memory_streams, plan.memory_tokens, plan.itl_ms)
+    finally:
+        sampler.cancel()
+    _expect_tokens(streams, plan.memory_tokens)
+    mib = 1024 * 1024
+    figures = {
+        "streams": plan.memory_streams,
+        "idle_rss_mib": idle / mib,
+        "peak_rss_mib": peak / mib,
+        "peak_vs_idle": peak / idle,
+    }
+    return Outcome(figures, [Check("worker peak RSS", peak / mib, 200.0, "MiB")])
+
+
+async def scaling(bench: Bench) -> Outcome:
+    """Tokens/s with 1, 2, 4... workers, and the cost of concurrency from few streams to many."""
+    plan = bench.plan
+    by_workers = []
+    for count in plan.worker_counts:
+        bench.stack.workers(count)
+        tokens = max(20, plan.sweep_tokens // plan.scaling_streams)
+        figures = await bench.flat_out(plan.scaling_streams, tokens)
+        by_workers.append({"workers": count, **figures})
+    bench.stack.workers(1)
+    by_streams = []
+    for count in plan.concurrencies:
+        tokens = max(20, plan.sweep_tokens // count)
+        straight = await bench.direct_streams(count, tokens)
+        figures = await bench.flat_out(count, tokens)
+        by_streams.append({"streams": count, "direct_tokens_per_s": totals(straight).per_second, **figures})
+    return Outcome({"by_workers": by_workers, "by_streams": by_streams}, [])
+
+
+Scenario = Callable[[Bench], Awaitable[Outcome]]
+SCENARIOS: dict[str, Scenario] = {
+    "emulator": emulator,
+    "pickup": pickup,
+    "ttft": ttft,
+    "paced": paced,
+    "flat_out": flat_out,
+    "memory": memory,
+    "scaling": scaling,
+}
