@@ -131,16 +131,19 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         queue_rate = [point["tokens_per_s"] for point in by_streams]
         throughput.plot(streams, queue_rate, "o-", label="through arkq (1 worker)")
         throughput.plot(streams, [p["direct_tokens_per_s"] for p in by_streams], "s--", label="direct")
-        throughput.set(xscale="log", xlabel="concurrent streams", ylabel="tokens/s", title="Flat out")
-        throughput.set_xticks(streams, [str(s) for s in streams])
+        throughput.set(xlabel="concurrent streams", ylabel="tokens/s", title="Flat out")
+        throughput.set_ylim(bottom=0)
         throughput.legend()
         cost.plot(streams, [p["worker_cpu_us_per_token"] for p in by_streams], "o-", label="worker")
         cost.plot(streams, [p["emulator_cpu_us_per_token"] for p in by_streams], "^-", label="emulator")
         cost.plot(streams, [p["redis_cpu_us_per_token"] for p in by_streams], "v-", label="redis-server")
         cost.axhline(1e6 / 30_000, color="red", linestyle=":", label="worker target (33 us)")
-        cost.set(xscale="log", xlabel="concurrent streams", ylabel="CPU us per token", title="CPU per token")
-        cost.set_xticks(streams, [str(s) for s in streams])
+        cost.set(xlabel="concurrent streams", ylabel="CPU us per token", title="CPU per token, flat out")
         cost.set_ylim(bottom=0)
+        for axis in (throughput, cost):
+            axis.set_xscale("log", base=2)
+            axis.set_xticks(streams, [str(s) for s in streams])
+            axis.minorticks_off()
         cost.legend()
         by_workers = scenarios["scaling"]["figures"]["by_workers"]
         counts = [point["workers"] for point in by_workers]
