@@ -34,15 +34,17 @@ class Stream:
     first_token: float | None = None
     ended: float | None = None
     tokens: int = 0
-    #: For each token, its receive time minus the instant the server wrote it.
+    #: For each token, the instant the server wrote it, and its receive time minus that instant.
+    stamps: list[float] = field(default_factory=list)
     delays: list[float] = field(default_factory=list)
 
     def receive(self, text: str) -> None:
-        now = time.time()
+        now, stamp = time.time(), float(text)
         if self.first_token is None:
             self.first_token = now
         self.tokens += 1
-        self.delays.append(now - float(text))
+        self.stamps.append(stamp)
+        self.delays.append(now - stamp)
 
     @property
     def ttft(self) -> float:
@@ -88,6 +90,20 @@ class Totals:
     @property
     def per_second(self) -> float:
         return self.tokens / self.seconds
+
+
+def steady_delays(streams: Sequence[Stream]) -> list[float]:
+    """The delays of tokens written while every stream was streaming: after the last one's first token,
+    before the first one's end. The start of a burst of streams (the worker starting them all) is left
+    out, as is the tail where fewer and fewer remain."""
+    begin = max(stream.stamps[0] for stream in streams)
+    end = min(stream.stamps[-1] for stream in streams)
+    return [
+        delay
+        for stream in streams
+        for stamp, delay in zip(stream.stamps, stream.delays, strict=True)
+        if begin <= stamp <= end
+    ]
 
 
 def totals(streams: Sequence[Stream]) -> Totals:

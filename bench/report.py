@@ -21,8 +21,25 @@ _PAIRS: dict[str, list[tuple[str, str, str | None, str]]] = {
     ],
     "paced": [
         ("tokens/s", "queue_tokens_per_s", "direct_tokens_per_s", "tok/s"),
-        ("token delay, p50", "token_delay_queue.p50_ms", "token_delay_direct.p50_ms", "ms"),
-        ("token delay, p99", "token_delay_queue.p99_ms", "token_delay_direct.p99_ms", "ms"),
+        (
+            "token delay, p50, all running",
+            "delay_queue.p50_ms",
+            "delay_direct.p50_ms",
+            "ms",
+        ),
+        (
+            "token delay, p99, all running",
+            "delay_queue.p99_ms",
+            "delay_direct.p99_ms",
+            "ms",
+        ),
+        (
+            "token delay, p99, with the start",
+            "delay_queue_with_start.p99_ms",
+            "delay_direct_with_start.p99_ms",
+            "ms",
+        ),
+        ("worker CPU per token", "worker_cpu_us_per_token", None, "us"),
     ],
     "flat_out": [
         ("tokens/s delivered", "tokens_per_s", "direct_tokens_per_s", "tok/s"),
@@ -157,7 +174,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         delays.set(
             xlabel="token delay, server write to client (ms)",
             ylabel="percentile",
-            title=f"Token delay, {paced['streams']} streams at {paced['tokens_per_stream_per_s']:.0f} tok/s",
+            title=f"Token delay, {paced['streams']} streams of {paced['tokens_per_stream_per_s']:.0f} tok/s",
         )
         delays.legend()
     machine = results["machine"]

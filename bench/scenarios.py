@@ -15,7 +15,17 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench.load import Stream, concurrently, direct, percentile, queued, request, summary_ms, totals
+from bench.load import (
+    Stream,
+    concurrently,
+    direct,
+    percentile,
+    queued,
+    request,
+    steady_delays,
+    summary_ms,
+    totals,
+)
 from bench.stack import Stack, rss_bytes
 from model_module import ArkModelLink
 from producer import Producer
@@ -208,33 +218,44 @@ async def paced(bench: Bench) -> Outcome:
     plan = bench.plan
     count, tokens = plan.paced_streams, plan.paced_tokens
     straight = await bench.direct_streams(count, tokens, plan.itl_ms)
+    cpu_before = bench.stack.worker_cpu_s()
     through_queue = await bench.queued_streams(count, tokens, plan.itl_ms)
+    worker_cpu = bench.stack.worker_cpu_s() - cpu_before
     for streams in (straight, through_queue):
         _expect_tokens(streams, tokens)
     delays = {
         "queue": [delay for stream in through_queue for delay in stream.delays],
         "direct": [delay for stream in straight for delay in stream.delays],
     }
+    steady = {"queue": steady_delays(through_queue), "direct": steady_delays(straight)}
+    queue_rate = totals(through_queue)
     figures: dict[str, Any] = {
         "streams": count,
         "tokens_per_stream_per_s": 1000 / plan.itl_ms,
-        "queue_tokens_per_s": totals(through_queue).per_second,
+        "queue_tokens_per_s": queue_rate.per_second,
         "direct_tokens_per_s": totals(straight).per_second,
-        "token_delay_queue": summary_ms(delays["queue"]),
-        "token_delay_direct": summary_ms(delays["direct"]),
-        "delay_cdf_ms": {path: _percentiles_ms(values) for path, values in delays.items()},
+        "worker_cpu_us_per_token": worker_cpu / queue_rate.tokens * 1e6,
+        "worker_cpu_share": worker_cpu / queue_rate.seconds,
+        # Every token, the burst of starting streams included:
+        "delay_queue_with_start": summary_ms(delays["queue"]),
+        "delay_direct_with_start": summary_ms(delays["direct"]),
+        # Tokens written while all streams were running (`steady_delays`): the targets' figures.
+        "delay_queue": summary_ms(steady["queue"]),
+        "delay_direct": summary_ms(steady["direct"]),
+        "delay_cdf_ms": {path: _percentiles_ms(values) for path, values in steady.items()},
     }
     ratio = figures["queue_tokens_per_s"] / figures["direct_tokens_per_s"]
     figures["throughput_ratio"] = ratio
-    added_p50 = figures["token_delay_queue"]["p50_ms"] - figures["token_delay_direct"]["p50_ms"]
-    added_p99 = figures["token_delay_queue"]["p99_ms"] - figures["token_delay_direct"]["p99_ms"]
+    through, straight_delay = figures["delay_queue"], figures["delay_direct"]
+    added_p50 = through["p50_ms"] - straight_delay["p50_ms"]
+    added_p99 = through["p99_ms"] - straight_delay["p99_ms"]
     figures["added_token_delay_p50_ms"], figures["added_token_delay_p99_ms"] = added_p50, added_p99
     return Outcome(
         figures,
         [
             Check("paced throughput, queue / direct", ratio, 0.95, "x", at_least=True),
-            Check("added per-token delay, p50", added_p50, 1.0, "ms"),
-            Check("added per-token delay, p99", added_p99, 5.0, "ms"),
+            Check("added per-token delay, p50 (all streams running)", added_p50, 1.0, "ms"),
+            Check("added per-token delay, p99 (all streams running)", added_p99, 5.0, "ms"),
         ],
     )
 

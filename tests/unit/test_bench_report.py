@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.load import percentile, summary_ms
+from bench.load import Stream, percentile, steady_delays, summary_ms
 from bench.report import missed, table
 from bench.scenarios import Check
 
@@ -47,3 +47,10 @@ def test_the_table_shows_figures_with_baselines_and_every_missed_target() -> Non
     assert "enqueue to running, p50" in text and "15.00x" in text
     assert "NO" in text and "yes" in text
     assert missed(results) == ["pickup: pickup p99"]
+
+
+def test_steady_delays_keep_only_tokens_written_while_every_stream_ran() -> None:
+    early = Stream(began=0.0, stamps=[1.0, 2.0, 3.0, 4.0], delays=[0.1, 0.2, 0.3, 0.4])
+    late = Stream(began=0.0, stamps=[2.5, 3.5, 5.0], delays=[0.9, 0.8, 0.7])
+    # all running from 2.5 (the late one's first) to 4.0 (the early one's last)
+    assert sorted(steady_delays([early, late])) == [0.3, 0.4, 0.8, 0.9]
