@@ -68,7 +68,7 @@ async def poll_round(worker: arq.worker.Worker) -> None:
         if worker.burst and worker.max_burst_jobs >= 0:
             free = min(free, worker.max_burst_jobs - worker._jobs_started())
         if worker.allow_pick_jobs and free > 0:
-            await worker.start_jobs(await pick_jobs(worker.pool, worker.queue_name, free))
+            await _start_jobs(worker, await pick_jobs(worker.pool, worker.queue_name, free))
         if worker.allow_abort_jobs:
             await worker._cancel_aborted_jobs()
         for job_id, task in list(worker.tasks.items()):
@@ -79,6 +79,18 @@ async def poll_round(worker: arq.worker.Worker) -> None:
     except RedisError as error:
         logger.warning("poll round failed on Redis (%s); trying again", error)
         await asyncio.sleep(FAILED_ROUND_PAUSE_S)
+
+
+async def _start_jobs(worker: arq.worker.Worker, job_ids: list[bytes]) -> None:
+    """arq's `start_jobs`, minus a leak: arq counts the job it is claiming, and takes its slot, before
+    its claim's round trips; a Redis error there (which would have ended the process) left both taken
+    for good, and after a few such rounds the worker would never take a job again."""
+    try:
+        await worker.start_jobs(job_ids)
+    except RedisError:
+        worker.job_counter -= 1
+        worker.sem.release()
+        raise
 
 
 def install() -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import pytest
 from arq.connections import ArqRedis
+from arq.worker import Worker, func
+from redis.exceptions import ConnectionError
 
 from arkq.contract import claim_key
-from worker.arq_patches import pick_jobs
+from worker import arq_patches
+from worker.arq_patches import pick_jobs, poll_round
 
 QUEUE = "arq:queue"
 
@@ -33,3 +38,37 @@ async def test_nothing_running_or_not_yet_due_is_picked(fake_redis: ArqRedis) ->
     await queue_jobs(fake_redis, ["later"], running=set(), due_in_ms=120_000)  # deferred a minute ahead
     assert await pick_jobs(fake_redis, QUEUE, 10) == [b"a", b"c"]
     assert await pick_jobs(fake_redis, "arq:empty", 10) == []
+
+
+async def noop(ctx: dict) -> int:
+    return 1
+
+
+async def test_a_poll_round_that_redis_fails_gives_back_the_slot_it_was_filling(
+    fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(arq_patches, "FAILED_ROUND_PAUSE_S", 0)
+    worker = Worker(
+        functions=[func(noop, name="noop")], redis_pool=fake_redis, max_jobs=2, handle_signals=False
+    )
+    await fake_redis.enqueue_job("noop")
+    pipeline, failing = fake_redis.pipeline, True
+
+    def claim_pipeline(*args: object, **kwargs: object):  # Redis goes away while a job is being claimed
+        pipe = pipeline(*args, **kwargs)
+        if failing:
+
+            async def watch(*keys: object) -> None:
+                raise ConnectionError("Redis is restarting")
+
+            pipe.watch = watch
+        return pipe
+
+    monkeypatch.setattr(fake_redis, "pipeline", claim_pipeline)
+    for _ in range(3):
+        await poll_round(worker)
+    assert worker.job_counter == 0
+    failing = False
+    await poll_round(worker)
+    assert worker.job_counter == 1 and len(worker.tasks) == 1  # Redis is back: the job is taken
+    await asyncio.gather(*worker.tasks.values())
