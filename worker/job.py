@@ -161,9 +161,12 @@ async def _stopped(
     if shutting_down:
         raise error  # arq puts the job back in the queue for another worker
     if lease.stop is Stop.CANCELLED and not isinstance(error, LeaseLost):
-        result = job.new_result("cancelled")
-        await job.finish(result)
-        return {"status": "cancelled"}
+        try:
+            await job.finish(job.new_result("cancelled"))
+        except LeaseLost:
+            pass  # the job is another attempt's now: that attempt ends it (it sees the cancel too)
+        else:
+            return {"status": "cancelled"}
     # The lease is another attempt's now (this worker froze, or Redis lost it): back to the queue,
     # deferred until that attempt's lease could have lapsed, so it is not claimed again meanwhile.
     raise Retry(defer=ctx["config"].worker.lease_s)

@@ -13,6 +13,7 @@ import weakref
 from typing import Any, ClassVar, Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from arkq.contract import (
     TERMINAL_EVENT_TYPES,
@@ -83,7 +84,8 @@ class EventWriter:
     _writers: ClassVar[weakref.WeakKeyDictionary[Redis, EventWriter]] = weakref.WeakKeyDictionary()
 
     def __init__(self, redis: Redis):
-        self._script = redis.register_script(_PUBLISH)
+        # Weak: the registry of writers must not keep its clients alive.
+        self._redis = weakref.ref(redis)
         #: Publishers with events to write, in the order they asked (a dict as an ordered set).
         self._waiting: dict[EventPublisher, None] = {}
         self._task: asyncio.Task[None] | None = None
@@ -102,17 +104,33 @@ class EventWriter:
             self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        while self._waiting:
-            batch: list[tuple[EventPublisher, list[bytes], str, int]] = []
-            room = self.CALL_LIMIT
-            for publisher in list(self._waiting):
-                if room <= 0:
-                    break
-                del self._waiting[publisher]
-                events, result, keep_ms = publisher.take(min(room, self.JOB_LIMIT))
-                batch.append((publisher, events, result, keep_ms))
-                room -= len(events)
-            await self._write(batch)
+        batch: list[tuple[EventPublisher, list[bytes], str, int]] = []
+        try:
+            while self._waiting:
+                batch = self._next_batch()
+                await self._write(batch)
+                batch = []
+        except BaseException as error:
+            # Stopped mid-way (cancelled with its event loop, or a bug): no publisher may wait forever.
+            failure = (
+                error if isinstance(error, Exception) else RedisError(f"event writer stopped: {error!r}")
+            )
+            for publisher in [*(entry[0] for entry in batch), *self._waiting]:
+                publisher.failed(failure)
+            self._waiting.clear()
+            raise
+
+    def _next_batch(self) -> list[tuple[EventPublisher, list[bytes], str, int]]:
+        batch = []
+        room = self.CALL_LIMIT
+        for publisher in list(self._waiting):
+            if room <= 0:
+                break
+            del self._waiting[publisher]
+            events, result, keep_ms = publisher.take(min(room, self.JOB_LIMIT))
+            batch.append((publisher, events, result, keep_ms))
+            room -= len(events)
+        return batch
 
     async def _write(self, batch: list[tuple[EventPublisher, list[bytes], str, int]]) -> None:
         keys: list[str] = []
@@ -122,7 +140,7 @@ class EventWriter:
             args += [publisher.token, publisher.channel, publisher.log_ttl_ms, publisher.written]
             args += [result, keep_ms, len(events), *events]
         try:
-            replies = await self._script(keys=keys, args=args)
+            replies = await self._call(keys, args)
         except Exception as error:  # Redis stayed away: every job in the call must hear of it
             for publisher, *_ in batch:
                 publisher.failed(error)
@@ -134,6 +152,12 @@ class EventWriter:
                 publisher.wrote(len(events))
                 if publisher.has_backlog:
                     self._waiting[publisher] = None
+
+    async def _call(self, keys: list[str], args: list[Any]) -> list[int]:
+        redis = self._redis()
+        if redis is None:
+            raise RedisError("the Redis client of this event writer is closed and gone")
+        return await redis.register_script(_PUBLISH)(keys=keys, args=args)
 
 
 _REFUSALS = {
@@ -181,7 +205,7 @@ class EventPublisher:
         self.token = token
         self.keys = [lease_key(job_id), event_log_key(job_id), result_key(job_id)]
         self.channel = channel_name(channel_prefix, job_id)
-        self.log_ttl_ms = int(log_ttl_s * 1000)
+        self.log_ttl_ms = max(1, int(log_ttl_s * 1000))
         #: Events in the log, as far as this attempt knows: the seq of the first one still to write.
         self.written = self.next_seq
         self._writer = EventWriter.of(redis)
@@ -233,7 +257,7 @@ class EventPublisher:
         """Store the result and publish the terminal event, in one step: whoever sees the event can read
         the result, and an attempt that lost its lease can write neither."""
         await self.flush()  # the result rides with the call that carries the terminal event alone
-        self._result = (result.model_dump_json(), int(keep_result_s * 1000))
+        self._result = (result.model_dump_json(), max(1, int(keep_result_s * 1000)))
         return await self.publish(event_type, **fields)
 
     async def flush(self) -> None:

@@ -24,8 +24,8 @@ arq_patches.install()
 #: arq's own attempt limit, a backstop far above anything worker.max_tries allows.
 ARQ_MAX_TRIES = 1000
 
-#: arq's own limit sits a little above the job's, so the job reports its timeout itself.
-ARQ_TIMEOUT_MARGIN_S = 5.0
+#: Beyond worker.job_timeout_s and three Redis outages (see `arq_job_timeout_s`).
+ARQ_TIMEOUT_MARGIN_S = 10.0
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -72,7 +72,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def arq_job_timeout_s(config: ArkConfig) -> float:
-    return config.worker.job_timeout_s + ARQ_TIMEOUT_MARGIN_S
+    """arq's own limit on a job, far enough above the job's that the job always ends itself.
+
+    arq's timeout cancels the job like a shutdown does, and the job would then go without its terminal
+    event. Outside the job's own deadline, taking the lease, reading the log and storing the end may
+    each wait out a Redis outage (`redis.retry_s`)."""
+    return config.worker.job_timeout_s + 3 * config.redis.retry_s + ARQ_TIMEOUT_MARGIN_S
 
 
 def arq_claim_ttl_s(config: ArkConfig) -> float:

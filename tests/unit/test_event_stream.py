@@ -1,9 +1,13 @@
 """The replay log and the live channel together give every reader the whole sequence, once, in order."""
 
 import asyncio
+import gc
+import weakref
 
+import fakeredis
 import pytest
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
 from arkq.contract import (
     DoneEvent,
@@ -142,21 +146,21 @@ async def test_an_end_published_as_the_job_leaves_is_still_read(fake_redis: ArqR
     assert [event.type for event in events] == ["started", "done"]
 
 
-class CountingScript:
-    """Wraps a publisher's script to count its calls (each one a Redis round trip)."""
+class CountingCalls:
+    """Wraps an event writer's script call to count the calls (each one a Redis round trip)."""
 
-    def __init__(self, script):
-        self.script, self.calls = script, 0
+    def __init__(self, call):
+        self.call, self.calls = call, 0
 
-    async def __call__(self, **kwargs):
+    async def __call__(self, *args):
         self.calls += 1
-        return await self.script(**kwargs)
+        return await self.call(*args)
 
 
 async def test_a_hot_stream_shares_round_trips_and_keeps_every_event_in_order(fake_redis: ArqRedis) -> None:
     pub = await publisher(fake_redis)
     writer = EventWriter.of(fake_redis)
-    counter = writer._script = CountingScript(writer._script)
+    counter = writer._call = CountingCalls(writer._call)
     reader = asyncio.create_task(collect(fake_redis, "j"))
     await asyncio.sleep(0.05)
     texts = [f"t{i} " for i in range(1000)]
@@ -195,7 +199,7 @@ async def test_a_lost_lease_stops_the_backlog_and_surfaces_at_the_next_call(fake
 async def test_many_jobs_share_round_trips_and_each_keeps_its_own_order(fake_redis: ArqRedis) -> None:
     jobs = [await publisher(fake_redis, job_id=f"job-{n}") for n in range(50)]
     writer = EventWriter.of(fake_redis)
-    counter = writer._script = CountingScript(writer._script)
+    counter = writer._call = CountingCalls(writer._call)
     for index in range(20):  # interleaved, as concurrent streams produce them
         for pub in jobs:
             await pub.emit_text("token", f"{pub.job_id}:{index}")
@@ -218,3 +222,31 @@ async def test_a_lost_lease_in_a_shared_call_stops_only_that_job(fake_redis: Arq
         await lost.flush()
     assert await fake_redis.llen(event_log_key("kept")) == 1
     assert await fake_redis.llen(event_log_key("lost")) == 0
+
+
+async def test_a_writer_stopped_mid_call_fails_its_jobs_instead_of_leaving_them_waiting(
+    fake_redis: ArqRedis,
+) -> None:
+    pub = await publisher(fake_redis)
+    writer = EventWriter.of(fake_redis)
+
+    async def never_answers(*args: object) -> list[int]:
+        await asyncio.Event().wait()
+        return []
+
+    writer._call = never_answers
+    await pub.emit_text("token", "a")
+    await asyncio.sleep(0.01)  # the call is in flight
+    assert writer._task is not None
+    writer._task.cancel()
+    with pytest.raises(RedisError):
+        await asyncio.wait_for(pub.flush(), 1)
+
+
+def test_the_writers_registry_does_not_keep_a_client_alive() -> None:
+    client = ArqRedis(connection_pool=fakeredis.FakeAsyncRedis().connection_pool)
+    EventWriter.of(client)
+    gone = weakref.ref(client)
+    del client
+    gc.collect()
+    assert gone() is None
