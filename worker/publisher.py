@@ -180,7 +180,7 @@ class EventPublisher:
     """
 
     #: Events waiting to be written beyond which `emit` waits for Redis: a bound on memory.
-    BACKLOG_LIMIT = 4096
+    BACKLOG_LIMIT = 1024
 
     def __init__(
         self,
