@@ -250,6 +250,15 @@ def encode_event(event: _Event) -> bytes:
     return event.__pydantic_serializer__.to_json(event)
 
 
+def event_template(event: _Event) -> tuple[bytes, bytes]:
+    """The event's JSON split around its `seq`, for a Redis script that numbers it where it is stored."""
+    data = encode_event(event.model_copy(update={"seq": 0}))
+    prefix = b'{"job_id":' + json.dumps(event.job_id, ensure_ascii=False).encode() + b',"seq":'
+    if not data.startswith(prefix + b"0,"):
+        raise ValueError(f"unexpected event encoding: {data[:80]!r}")
+    return prefix, data[len(prefix) + 1 :]
+
+
 class TextEventEncoder:
     """Encodes one job's `token` and `reasoning` events without building a model for each.
 
@@ -261,8 +270,11 @@ class TextEventEncoder:
     __slots__ = ("_middles", "_prefix")
 
     def __init__(self, job_id: str):
-        self._prefix = b'{"job_id":' + json.dumps(job_id, ensure_ascii=False).encode() + b',"seq":'
-        self._middles = {kind: f',"type":"{kind}","text":'.encode() for kind in ("token", "reasoning")}
+        # The models' own encoding, split around `seq` and before the (empty) text: the layout is theirs.
+        self._middles: dict[str, bytes] = {}
+        for model in (TokenEvent, ReasoningEvent):
+            self._prefix, suffix = event_template(model(job_id=job_id, seq=0, text=""))
+            self._middles[model.model_fields["type"].default] = suffix.removesuffix(b'""}')
 
     def __call__(self, seq: int, kind: Literal["token", "reasoning"], text: str) -> bytes:
         body = _dumps_text(text).encode("utf-8", "replace")
@@ -270,15 +282,6 @@ class TextEventEncoder:
 
 
 _dumps_text = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def event_template(event: _Event) -> tuple[bytes, bytes]:
-    """The event's JSON split around its `seq`, for a Redis script that numbers it where it is stored."""
-    data = encode_event(event.model_copy(update={"seq": 0}))
-    prefix = b'{"job_id":' + json.dumps(event.job_id, ensure_ascii=False).encode() + b',"seq":'
-    if not data.startswith(prefix + b"0,"):
-        raise ValueError(f"unexpected event encoding: {data[:80]!r}")
-    return prefix, data[len(prefix) + 1 :]
 
 
 # --- Results ------------------------------------------------------------------------------------------
