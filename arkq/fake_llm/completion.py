@@ -153,7 +153,7 @@ async def _send_tokens(
         if progress.sent >= fault_after:
             return
         due = started + turn.ttft + turn.itl * progress.sent
-        await active.sleep(max(0.0, due - loop.time()) if turn.itl or turn.ttft else 0.0)
+        await active.sleep(max(0.0, due - loop.time()))
         if active.aborted:
             return
         chunk = planned() if callable(planned) else planned
