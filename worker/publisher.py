@@ -30,12 +30,11 @@ from arkq.contract import (
 
 # For each job i: KEYS[3i-2] its lease, KEYS[3i-1] its replay log, KEYS[3i] its result. ARGV: for each job
 # in turn, its lease token, channel, log TTL (ms), the seq of its first event here, its result JSON ("" for
-# none), the result's TTL (ms), its event count, then its events. For each job, in order, returns the log's
-# new length, or -1 when the caller no longer holds the lease (nothing written), or -2 when the log does
-# not end where the caller thinks. A job's events are appended and published only while its lease is the
-# caller's, and only if its log ends where the caller thinks: a call that the client retried after a lost
-# reply (a Redis restart) finds its events there already and does not append them twice. A job's result
-# and its terminal event are written together.
+# none), the result's TTL (ms), its event count, then its events. A job's events are appended and
+# published only while the caller holds its lease (else -1, nothing written), and only if its log ends
+# where the caller thinks (else -2): a call that the client retried after a lost reply (a Redis restart)
+# finds its events there already and does not append them twice. Returns, per job, the log's new length.
+# A job's result and its terminal event are written together.
 _PUBLISH = """
 local replies, at = {}, 1
 for job = 1, #KEYS / 3 do
