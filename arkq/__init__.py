@@ -1,1 +1,37 @@
-"""arkq: LLM generation behind Redis, with every token streamed over pub/sub."""
+"""arkq's core: what producers, workers and every tool on top share.
+
+The job and event contract (`arkq.contract`, `arkq.messages`), the Redis protocol (`arkq.keys`, the
+Lua scripts in `arkq.scripts`, `arkq.envelope` for arq's job format, `arkq.connection`), the lease
+(`arkq.lease`), the one backoff policy (`arkq.backoff`) and the exception tree (`arkq.errors`). Nothing
+here imports the LLM client, arq or anything above the core, so `import producer` stays light.
+"""
+
+from arkq.errors import (
+    ArkqError,
+    ConfigError,
+    InvalidRequest,
+    JobCancelled,
+    JobError,
+    JobFailed,
+    JobLost,
+    JobNotFound,
+    ModelError,
+    QueueFull,
+    RedisUnavailable,
+    StreamReset,
+)
+
+__all__ = [
+    "ArkqError",
+    "ConfigError",
+    "InvalidRequest",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "JobLost",
+    "JobNotFound",
+    "ModelError",
+    "QueueFull",
+    "RedisUnavailable",
+    "StreamReset",
+]

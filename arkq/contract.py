@@ -1,17 +1,15 @@
-"""The job and event contract: the one module that producers and workers both import.
+"""The job and event contract: what producers ask for, what workers stream back, what they store.
 
-A job is a `GenerationRequest`, carried by arq as JSON (never pickle: whoever can write to Redis must not
-be able to run code on a worker). While it runs, the worker appends every event to the job's replay log
-(a Redis list, so an event's index in it is its `seq`) and publishes the same JSON on the job's pub/sub
-channel. When it ends, the `JobResult` is stored before the terminal event goes out, so whoever sees
-`done` can read the result at once.
+A job is a `GenerationRequest`, carried in arq's job envelope (`arkq.envelope`). While it runs, the
+worker appends every event to the job's replay log (a Redis list, so an event's index in it is its
+`seq`) and publishes the same JSON on the job's pub/sub channel (`arkq.keys`). When it ends, the
+`JobResult` is stored before the terminal event goes out, so whoever sees `done` can read it at once.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
@@ -28,48 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from model_module.messages import AnyMessage
-
-#: The arq function name every arkq job runs.
-JOB_FUNCTION = "generate"
-EVENT_LOG_PREFIX = "ark:events:"
-RESULT_PREFIX = "ark:result:"
-CANCEL_PREFIX = "ark:cancel:"
-#: Producers publish here after an enqueue, so idle workers poll the queue at once.
-WAKE_PREFIX = "ark:wake:"
-#: arq's key for a claimed job, which arkq keeps short-lived while the job runs.
-IN_PROGRESS_PREFIX = "arq:in-progress:"
-#: arkq's lease on a running job: who may publish its events, renewed by the running worker.
-LEASE_PREFIX = "ark:lease:"
-
-
-def channel_name(channel_prefix: str, job_id: str) -> str:
-    return f"{channel_prefix}{job_id}"
-
-
-def event_log_key(job_id: str) -> str:
-    return f"{EVENT_LOG_PREFIX}{job_id}"
-
-
-def result_key(job_id: str) -> str:
-    return f"{RESULT_PREFIX}{job_id}"
-
-
-def cancel_key(job_id: str) -> str:
-    return f"{CANCEL_PREFIX}{job_id}"
-
-
-def lease_key(job_id: str) -> str:
-    return f"{LEASE_PREFIX}{job_id}"
-
-
-def claim_key(job_id: str) -> str:
-    return f"{IN_PROGRESS_PREFIX}{job_id}"
-
-
-def wake_channel(queue_name: str) -> str:
-    return f"{WAKE_PREFIX}{queue_name}"
-
+from arkq.messages import AnyMessage
 
 JSON_SCHEMA_SHAPE = '{"type": "json_schema", "json_schema": {"name": "...", "schema": {...}}}'
 
@@ -334,56 +291,6 @@ class JobResult(BaseModel):
     @property
     def ok(self) -> bool:
         return self.status == "done"
-
-
-# --- arq's wire format --------------------------------------------------------------------------------
-
-
-def serialize(value: Any) -> bytes:
-    """arq's job serializer: plain JSON, so a job in Redis is data, never code."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-
-
-def deserialize(raw: bytes) -> Any:
-    """arq's job deserializer. Anything that is not a well-formed arkq job still becomes a job of
-    `JOB_FUNCTION`, carrying the reason, so the worker fails that job alone with an `error` event: arq
-    would otherwise drop it silently, or (for an envelope of the wrong types) crash the worker loop."""
-    try:
-        value = json.loads(raw, parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:
-        return _undecodable(f"job payload is not JSON: {error}")
-    problem = _envelope_problem(value)
-    return _undecodable(problem) if problem else value
-
-
-#: Enqueue times arq can turn into a datetime: 2000-01-01 to 2100-01-01, in milliseconds.
-_ENQUEUE_TIME_MS = range(946_684_800_000, 4_102_444_800_000)
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _envelope_problem(value: Any) -> str | None:
-    if not isinstance(value, dict) or not {"f", "a", "k", "t", "et"} <= value.keys():
-        return "job payload is not an arq job object"
-    if value["f"] != JOB_FUNCTION:
-        return f"job names function {value['f']!r}; arkq workers run only {JOB_FUNCTION!r}"
-    if not isinstance(value["a"], list) or not isinstance(value["k"], dict):
-        return "job arguments are not a list and an object"
-    if value["k"]:
-        return "job has keyword arguments; an arkq job takes one argument, the GenerationRequest object"
-    job_try, enqueued = value["t"], value["et"]
-    if job_try is not None and (type(job_try) is not int or job_try < 1):
-        return f"job try {job_try!r} is not a positive integer"
-    if type(enqueued) is not int or enqueued not in _ENQUEUE_TIME_MS:
-        return f"job enqueue time {enqueued!r} is not a plausible Unix time in milliseconds"
-    return None
-
-
-def _undecodable(reason: str) -> dict[str, Any]:
-    now_ms = int(time.time() * 1000)
-    return {"t": None, "f": JOB_FUNCTION, "a": [], "k": {"undecodable": reason}, "et": now_ms}
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -25,15 +25,14 @@ from model_module import ArkModelLink
 from producer import Producer
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where to write results")
-    parser.add_argument("--quick", action="store_true", help="small sizes: checks that it all runs")
-    parser.add_argument(
-        "--only", nargs="+", choices=sorted(SCENARIOS), metavar="SCENARIO", help="run only these scenarios"
-    )
-
-
 def run_with(args: argparse.Namespace) -> int:
+    unknown = sorted(set(args.only or ()) - set(SCENARIOS))
+    if unknown:
+        print(
+            f"arkq bench: no scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}",
+            file=sys.stderr,
+        )
+        return 2  # the `arkq` usage error
     results = run(QUICK if args.quick else FULL, args.only or list(SCENARIOS), args.out)
     print(report.table(results))
     written = [args.out / report.JSON_NAME] + ([args.out / report.PNG_NAME] if results["plot"] else [])

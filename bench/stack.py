@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from arkq.processes import Process, WorkerFleet, ark_env, start_fake_llm, start_redis
+from bench.processes import Process, WorkerFleet, ark_env, start_fake_llm, start_redis
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import (
@@ -25,16 +25,15 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from arkq.errors import ConfigError
 from config_module.settings import ArkConfig
+
+__all__ = ["ConfigError", "config_path", "load_config", "unknown_env_keys"]
 
 ENV_PREFIX = "ARK_"
 ENV_NESTED_DELIMITER = "__"
 CONFIG_PATH_ENV = "ARK_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the offending key."""
 
 
 def config_path(environ: Mapping[str, str]) -> Path | None:
@@ -132,6 +131,9 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> A
 
 
 _loaded: ArkConfig | None = None
+
+if TYPE_CHECKING:
+    config: ArkConfig  # loaded on first use, by `__getattr__` below
 
 
 def __getattr__(name: str) -> Any:

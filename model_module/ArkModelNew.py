@@ -4,9 +4,9 @@ Code written against the ARKOS model module keeps working; the implementation li
 modules of this package.
 """
 
-from model_module.errors import ModelError
+from arkq.errors import ModelError
+from arkq.messages import AIMessage, Message, SystemMessage, ToolMessage, UserMessage
 from model_module.link import ArkModelLink
-from model_module.messages import AIMessage, Message, SystemMessage, ToolMessage, UserMessage
 
 __all__ = [
     "AIMessage",

@@ -1,9 +1,9 @@
 """arkq's link to the LLM server: `ArkModelLink`, its messages, stream events and errors."""
 
-from model_module.errors import ErrorKind, ModelError
+from arkq.errors import ErrorKind, ModelError
+from arkq.messages import AIMessage, Message, SystemMessage, ToolMessage, UserMessage
 from model_module.events import Finish, ReasoningDelta, StreamEvent, TextDelta, ToolCallDelta
 from model_module.link import ArkModelLink
-from model_module.messages import AIMessage, Message, SystemMessage, ToolMessage, UserMessage
 
 __all__ = [
     "AIMessage",

@@ -1,9 +1,8 @@
-"""One exception type for every way an LLM call can fail, with what a caller needs to react.
+"""Folding every way an LLM call can fail into one `ModelError` (defined in `arkq.errors`).
 
-A worker has to decide, per failure, whether to retry now, retry later (`retry_after`), give up on the
-job, or tell the user their prompt is too long. The openai SDK spreads that over a dozen exception
-classes, HTTP statuses and in-stream error objects; `ModelError.kind` folds them into one small set, and
-`retryable` says whether trying the same request again can help.
+The openai SDK spreads failures over a dozen exception classes, HTTP statuses and in-stream error
+objects; the functions here turn each into a `ModelError` whose `kind` says what happened and whose
+`retryable` says whether the same request may succeed later.
 """
 
 from __future__ import annotations
@@ -14,25 +13,25 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC
-from typing import Any, Literal, get_args
+from typing import Any
 
 import aiohttp
 import httpx2
 import openai
 
-ErrorKind = Literal[
-    "timeout",
-    "connect",
-    "rate_limit",
-    "server_error",
-    "bad_request",
-    "context_overflow",
-    "auth",
-    "stream",
+from arkq.errors import ERROR_KINDS, RETRYABLE_KINDS, ErrorKind, ModelError
+
+__all__ = [
+    "ERROR_KINDS",
+    "RETRYABLE_KINDS",
+    "ErrorKind",
+    "ModelError",
+    "from_openai_error",
+    "from_stream_error",
+    "kind_for_status",
+    "parse_retry_after",
+    "stream_incomplete",
 ]
-ERROR_KINDS: frozenset[str] = frozenset(get_args(ErrorKind))
-#: Kinds where the same request may succeed on a later try: the fault is transient or on the server side.
-RETRYABLE_KINDS: frozenset[str] = frozenset({"timeout", "connect", "rate_limit", "server_error", "stream"})
 
 # SGLang: "The input (N tokens) is longer than the model's context length (M tokens)." and
 # "Requested token count exceeds the model's maximum context length ..."; OpenAI and vLLM word it
@@ -44,49 +43,6 @@ _CONTEXT_OVERFLOW = re.compile(
     r"|context_length_exceeded",
     re.IGNORECASE,
 )
-
-
-class ModelError(Exception):
-    """An LLM call failed; `kind` says how, `retryable` whether trying again can help."""
-
-    kind: ErrorKind
-    message: str
-    retryable: bool
-    #: Seconds the server asked us to wait (Retry-After), if it said.
-    retry_after: float | None
-    status_code: int | None
-
-    def __init__(
-        self,
-        kind: ErrorKind,
-        message: str,
-        retryable: bool | None = None,
-        retry_after: float | None = None,
-        status_code: int | None = None,
-    ) -> None:
-        if kind not in ERROR_KINDS:
-            raise ValueError(f"unknown ModelError kind {kind!r}; expected one of {sorted(ERROR_KINDS)}")
-        super().__init__(kind, message)
-        self.kind = kind
-        self.message = message
-        self.retryable = kind in RETRYABLE_KINDS if retryable is None else retryable
-        self.retry_after = retry_after
-        self.status_code = status_code
-
-    def __str__(self) -> str:
-        status = f" (HTTP {self.status_code})" if self.status_code is not None else ""
-        return f"{self.kind}{status}: {self.message}"
-
-    def __repr__(self) -> str:
-        return (
-            f"ModelError(kind={self.kind!r}, message={self.message!r}, retryable={self.retryable!r}, "
-            f"retry_after={self.retry_after!r}, status_code={self.status_code!r})"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Exception pickling replays `args`; spell out every field so a pickled error (arq's default
-        # result serializer) comes back whole.
-        return (type(self), (self.kind, self.message, self.retryable, self.retry_after, self.status_code))
 
 
 def is_context_overflow(message: str | None) -> bool:

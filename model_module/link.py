@@ -27,10 +27,10 @@ import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from pydantic import SecretStr
 
+from arkq.messages import Message, format_messages
 from config_module import loader as _config_loader
 from model_module.errors import ModelError, from_openai_error, stream_incomplete
 from model_module.events import Finish, StreamEvent, TextDelta
-from model_module.messages import Message, format_messages
 from model_module.retry import RetryPolicy
 from model_module.sse import ChunkDecoder
 

@@ -5,9 +5,14 @@ async with Producer() as p:
     async for text in job.tokens():
         print(text, end="", flush=True)
     result = await job.result(timeout=60)
+
+Importing the producer loads neither the LLM client nor arq: a web backend that only enqueues pays
+for Redis, pydantic and the contract.
 """
 
-from producer.errors import (
+from arkq.contract import Event, JobResult
+from arkq.errors import (
+    ArkqError,
     InvalidRequest,
     JobCancelled,
     JobFailed,
@@ -17,18 +22,27 @@ from producer.errors import (
     RedisUnavailable,
     StreamReset,
 )
+from arkq.messages import AIMessage, Message, SystemMessage, ToolMessage, UserMessage
 from producer.job import Job
 from producer.producer import Producer
 
 __all__ = [
+    "AIMessage",
+    "ArkqError",
+    "Event",
     "InvalidRequest",
     "Job",
     "JobCancelled",
     "JobFailed",
     "JobLost",
     "JobNotFound",
+    "JobResult",
+    "Message",
     "Producer",
     "QueueFull",
     "RedisUnavailable",
     "StreamReset",
+    "SystemMessage",
+    "ToolMessage",
+    "UserMessage",
 ]

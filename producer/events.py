@@ -8,16 +8,16 @@ the log, which holds every event before any live one (the worker appends before 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from arkq.contract import TERMINAL_EVENT_TYPES, Event, channel_name, event_log_key, parse_event
-from producer.errors import JobLost
+from arkq.backoff import Outage
+from arkq.contract import TERMINAL_EVENT_TYPES, Event, parse_event
+from arkq.errors import JobLost
+from arkq.keys import event_channel, event_log_key
 
 #: How long the reader waits on the channel before it checks the log anyway.
 QUIET_CHECK_S = 1.0
@@ -38,7 +38,7 @@ async def read_events(
     When the channel has been quiet, `is_pending` (queued or running?) decides whether to keep waiting:
     a job that is neither, with no terminal event in its log, raises JobLost instead of a hang."""
     log_key = event_log_key(job_id)
-    channel = channel_name(channel_prefix, job_id)
+    channel = event_channel(channel_prefix, job_id)
     next_seq = from_seq
     pubsub = redis.pubsub()
     outage = Outage(retry_s)
@@ -60,7 +60,7 @@ async def read_events(
                         return
                 if not pending and not backlog:
                     raise JobLost(
-                        f"job {job_id!r} is not queued or running and its events ended without an end"
+                        job_id, f"job {job_id!r} is not queued or running and its events ended without an end"
                     )
                 quiet = False
                 # Follow the live channel until something is out of order or it goes quiet.
@@ -87,24 +87,3 @@ async def read_events(
                 await pubsub.subscribe(channel)
     finally:
         await pubsub.aclose()
-
-
-class Outage:
-    """Backoff while Redis is unreachable, up to a budget; then the last error is raised."""
-
-    def __init__(self, budget_s: float):
-        self._budget_s = budget_s
-        self._since: float | None = None
-        self._attempt = 0
-
-    def over(self) -> None:
-        self._since, self._attempt = None, 0
-
-    async def wait(self, error: Exception) -> None:
-        now = time.monotonic()
-        if self._since is None:
-            self._since = now
-        if now - self._since > self._budget_s:
-            raise error
-        await asyncio.sleep(min(1.0, 0.05 * 2**self._attempt))
-        self._attempt += 1

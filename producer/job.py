@@ -6,22 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from arq.constants import job_key_prefix
 from redis.asyncio import Redis
 
-from arkq.contract import (
-    TERMINAL_EVENT_TYPES,
-    Event,
-    JobResult,
-    claim_key,
-    event_log_key,
-    lease_key,
-    parse_event,
-    result_key,
-)
+from arkq import lease
+from arkq.contract import TERMINAL_EVENT_TYPES, Event, JobResult, parse_event
+from arkq.errors import JobCancelled, JobFailed, JobNotFound, StreamReset
+from arkq.keys import arq_job_key, event_log_key, lease_key, result_key
 from config_module.settings import ArkConfig
 from producer.cancel import CancelOutcome, cancel_job
-from producer.errors import JobCancelled, JobFailed, JobNotFound, StreamReset, redis_answers_within
+from producer.deadline import redis_answers_within
 from producer.events import read_events
 
 
@@ -39,20 +32,20 @@ class Job:
 
     async def exists(self) -> bool:
         """Whether Redis still knows the job: queued, running, or finished within its keep-result time."""
-        keys = (job_key_prefix + self.id, lease_key(self.id), event_log_key(self.id), result_key(self.id))
+        keys = (arq_job_key(self.id), lease_key(self.id), event_log_key(self.id), result_key(self.id))
         async with redis_answers_within(self._answer_within):
             return await self._redis.exists(*keys) > 0
 
     async def is_pending(self) -> bool:
         """Whether the job is queued (or waiting for a retry) or running."""
-        return await self._redis.exists(job_key_prefix + self.id, lease_key(self.id), claim_key(self.id)) > 0
+        return await lease.is_held(self._redis, self.id)
 
     async def events(self, *, from_seq: int = 0) -> AsyncIterator[Event]:
         """Every event from `from_seq`, in order, whenever it is called; ends after `done`, `error` or
         `cancelled`. Raises JobNotFound for an ID that Redis does not know, JobLost for a job that is no
         longer queued or running but never ended. A Redis restart is a pause, not an error."""
         if not await self.exists():
-            raise JobNotFound(f"no job {self.id!r} in Redis (never enqueued, or expired)")
+            raise JobNotFound(self.id, f"no job {self.id!r} in Redis (never enqueued, or expired)")
         reader = read_events(
             self._redis,
             self.id,
@@ -117,7 +110,7 @@ class Job:
                         break
             result = await self.fetch_result()
             if result is None:
-                raise JobNotFound(f"job {self.id!r} ended but its result has expired")
+                raise JobNotFound(self.id, f"job {self.id!r} ended but its result has expired")
         if result.status == "cancelled":
             raise JobCancelled(result)
         if not result.ok:

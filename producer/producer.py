@@ -8,20 +8,18 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from arq.connections import ArqRedis
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from arkq.connection import connect
-from arkq.contract import (
-    GenerationRequest,
-    describe_validation_error,
-    serialize,
-)
+from arkq.contract import GenerationRequest, describe_validation_error
+from arkq.envelope import serialize
+from arkq.errors import InvalidRequest
+from arkq.messages import Message
 from config_module import loader
 from config_module.settings import ArkConfig
-from model_module.messages import Message
-from producer.enqueue import QueueAtCapacity, enqueue_generation
-from producer.errors import InvalidRequest, QueueFull, redis_answers_within
+from producer.deadline import redis_answers_within
+from producer.enqueue import enqueue_generation
 from producer.job import Job
 
 #: Job IDs become parts of Redis keys and channel names: keep them printable and bounded.
@@ -32,8 +30,8 @@ class Producer:
     """Enqueues jobs and hands out `Job` handles. Use it as `async with Producer() as p:`.
 
     Settings come from the configuration (`config.yaml`, `ARK_*`); `redis_url` replaces `redis.url`, and
-    `redis` lends an existing client (arq's `ArqRedis`, e.g. over fakeredis), which the producer then
-    does not close.
+    `redis` lends an existing client (any `redis.asyncio.Redis`, e.g. over fakeredis), which the producer
+    then does not close.
     """
 
     def __init__(
@@ -41,7 +39,7 @@ class Producer:
         redis_url: str | None = None,
         *,
         config: ArkConfig | None = None,
-        redis: ArqRedis | None = None,
+        redis: Redis | None = None,
     ):
         self.config = config or loader.config
         self._redis_url = redis_url
@@ -50,8 +48,14 @@ class Producer:
 
     async def __aenter__(self) -> Self:
         if self._redis is None:
-            async with redis_answers_within(self.config.redis.connect_timeout_s):
-                self._redis = await connect(self.config, self._redis_url)
+            redis = connect(self.config, self._redis_url)
+            try:
+                async with redis_answers_within(self.config.redis.connect_timeout_s):
+                    await redis.ping()
+            except BaseException:
+                await redis.aclose()
+                raise
+            self._redis = redis
         return self
 
     async def __aexit__(
@@ -65,7 +69,7 @@ class Producer:
             self._redis = None
 
     @property
-    def redis(self) -> ArqRedis:
+    def redis(self) -> Redis:
         if self._redis is None:
             raise RuntimeError("the producer is not open: use `async with Producer() as p:`")
         return self._redis
@@ -142,17 +146,14 @@ class Producer:
             raise InvalidRequest(
                 f"job_id: {job_id!r} must be 1-128 letters, digits or _.:- and start with a letter or digit"
             )
-        max_depth = self.config.queue.max_depth
-        try:
-            async with redis_answers_within(self.config.redis.connect_timeout_s):
-                await enqueue_generation(
-                    self.redis, job_id, payload, queue_name=self.config.queue.name, max_depth=max_depth
-                )
-        except QueueAtCapacity as full:
-            raise QueueFull(
-                f"{full.depth} jobs are queued or running, queue.max_depth={max_depth}: "
-                "nothing was enqueued; retry later or add workers"
-            ) from None
+        async with redis_answers_within(self.config.redis.connect_timeout_s):
+            await enqueue_generation(
+                self.redis,
+                job_id,
+                payload,
+                queue_name=self.config.queue.name,
+                max_depth=self.config.queue.max_depth,
+            )
         return self.job(job_id)
 
 

@@ -1,11 +1,11 @@
-"""Real processes for tests (see `arkq.processes`), plus a Redis that survives restarts."""
+"""Real processes for tests (see `bench.processes`), plus a Redis that survives restarts."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from arkq.processes import (
+from bench.processes import (
     BIN,
     Process,
     WorkerFleet,

@@ -1,4 +1,4 @@
-"""The two places where arkq extends arq's worker loop itself (arq 0.28 has no hooks for them).
+"""Where arkq extends arq's worker loop itself: arq 0.28 has no hooks for these.
 
 - Its wait between polls becomes wakeable (`worker.wakeup`), for millisecond pickup.
 - Its poll round (`Worker._poll_iteration`) is arkq's own, for two reasons:
@@ -6,63 +6,87 @@
     from the queue's head (`queue_read_limit`) and checks each with three round trips: with more jobs
     running across the fleet than that limit, a worker with free slots sees only running jobs and
     new ones wait; below it, each poll still pays for every running job ahead of the first queued
-    one. arkq asks Redis once for up to as many queued, unclaimed jobs as the worker has free slots.
+    one. arkq asks Redis once (`pick.lua`) for up to as many queued, unclaimed jobs as the worker has
+    free slots.
   - A Redis error inside one round (a restart: arq's claim watches a key outside its own error
     handling, and a failed job task re-raises there) costs that round, not the worker process: the
-    next round retries. Jobs are not lost meanwhile: they stay queued, and their leases lapse and move.
+    next round retries, after arkq's backoff. Jobs are not lost meanwhile: they stay queued, and
+    their leases lapse and move.
 Everything else in the round is arq's own steps, called as arq calls them.
+
+Nothing changes on import. The worker's start-up (`worker.settings.startup`) calls `install()`, before
+arq's poll loop begins; a worker that is not arkq's (no `ARKQ_WORKER` in its ctx) keeps arq's own
+round. arq is pinned to `ARQ_VERSION`, and `ARQ_INTERNALS` fingerprints the arq code these patches
+rely on: `tests/unit/test_arq_internals.py` fails, saying what to re-check, when any of it changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
+import arq
 import arq.worker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from arkq.contract import IN_PROGRESS_PREFIX
+from arkq import scripts
+from arkq.backoff import REDIS_BACKOFF
+from arkq.keys import ARQ_CLAIM_PREFIX
 from worker import wakeup
 
 logger = logging.getLogger("arkq.worker")
 
-#: The pause after a poll round that Redis failed, so a down Redis is not hammered.
-FAILED_ROUND_PAUSE_S = 0.5
+#: The arq release these patches were written against (pyproject pins it).
+ARQ_VERSION = "0.28.0"
+#: The arq code the patches rely on, by fingerprint (`tests/unit/test_arq_internals.py` computes them),
+#: and what to re-check here when one changes.
+ARQ_INTERNALS: dict[str, tuple[str, str]] = {
+    "arq.utils.poll": (
+        "d8cc8542a1ab2bc3",
+        "wakeable_poll mirrors it: same signature, same yield-then-wait loop",
+    ),
+    "arq.worker.Worker.main": (
+        "45ca1591c9717466",
+        "on_startup runs before `poll` is looked up, and each poll step calls self._poll_iteration()",
+    ),
+    "arq.worker.Worker._poll_iteration": (
+        "f8d39d823a0a59f2",
+        "poll_round repeats its steps (pick, aborts, reap tasks, heart beat) with arkq's pick",
+    ),
+    "arq.worker.Worker.start_jobs": (
+        "b45797cfa40bed7f",
+        "_start_jobs gives back the slot and counter it takes before its claim when Redis fails",
+    ),
+    "arq.worker.Worker.run_job": (
+        "589a19059ff84ee7",
+        "arkq.lease and worker.job rely on it: Retry(defer) and RetryJob re-queue the job, a cancelled "
+        "job is re-queued at once, and the claim key is deleted when the attempt ends",
+    ),
+}
+#: The ctx key that marks a worker as arkq's (set by `worker.settings.startup`).
+ARKQ_WORKER = "arkq_worker"
 #: Queue entries one pick looks at, at most: far more than a fleet runs at once.
 PICK_SCAN_LIMIT = 10_000
 
-# KEYS[1]: the queue. ARGV: now (ms), how many jobs are wanted, the claim key prefix, the scan limit.
-# Due jobs in queue order whose claim key does not exist: the ones no worker is running.
-_PICK = """
-local wanted, limit = tonumber(ARGV[2]), tonumber(ARGV[4])
-local found, offset, page = {}, 0, 256
-while offset < limit do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', offset, page)
-  for _, id in ipairs(ids) do
-    if redis.call('EXISTS', ARGV[3] .. id) == 0 then
-      found[#found + 1] = id
-      if #found >= wanted then return found end
-    end
-  end
-  if #ids < page then return found end
-  offset = offset + page
-end
-return found
-"""
-
+_arq_poll_iteration: Callable[[arq.worker.Worker], Awaitable[None]] = arq.worker.Worker._poll_iteration
 _installed = False
 
 
 async def pick_jobs(redis: Redis, queue_name: str, wanted: int) -> list[bytes]:
     """Up to `wanted` IDs of due jobs that no worker holds, oldest first."""
     now_ms = arq.worker.timestamp_ms()
-    script = redis.register_script(_PICK)
-    return await script(keys=[queue_name], args=[now_ms, wanted, IN_PROGRESS_PREFIX, PICK_SCAN_LIMIT])
+    args = [now_ms, wanted, ARQ_CLAIM_PREFIX, PICK_SCAN_LIMIT]
+    picked: list[bytes] = await scripts.PICK(redis, keys=[queue_name], args=args)
+    return picked
 
 
 async def poll_round(worker: arq.worker.Worker) -> None:
     """arq's poll round with arkq's pick: start what fits, handle aborts, reap tasks, heartbeat."""
+    if ARKQ_WORKER not in worker.ctx:
+        await _arq_poll_iteration(worker)
+        return
     try:
         free = worker.max_jobs - worker.job_counter
         if worker.burst and worker.max_burst_jobs >= 0:
@@ -76,9 +100,16 @@ async def poll_round(worker: arq.worker.Worker) -> None:
                 del worker.tasks[job_id]
                 task.result()  # as arq does: an error in its own job runner surfaces here
         await worker.heart_beat()
+        worker.ctx[_FAILED_ROUNDS] = 0
     except RedisError as error:
-        logger.warning("poll round failed on Redis (%s); trying again", error)
-        await asyncio.sleep(FAILED_ROUND_PAUSE_S)
+        failed = worker.ctx.get(_FAILED_ROUNDS, 0)
+        worker.ctx[_FAILED_ROUNDS] = failed + 1
+        delay = REDIS_BACKOFF.delay(failed)
+        logger.warning("poll round failed on Redis (%s); trying again in %.2f s", error, delay)
+        await asyncio.sleep(delay)
+
+
+_FAILED_ROUNDS = "arkq_failed_poll_rounds"
 
 
 async def _start_jobs(worker: arq.worker.Worker, job_ids: list[bytes]) -> None:
@@ -94,9 +125,16 @@ async def _start_jobs(worker: arq.worker.Worker, job_ids: list[bytes]) -> None:
 
 
 def install() -> None:
+    """Put the wakeable wait and arkq's poll round in place; idempotent. Called at worker start-up."""
     global _installed
     if _installed:
         return
-    arq.worker.poll = wakeup.wakeable_poll  # type: ignore[attr-defined]
-    arq.worker.Worker._poll_iteration = poll_round  # type: ignore[method-assign, assignment]
+    if arq.VERSION != ARQ_VERSION:
+        logger.warning(
+            "arq %s is installed; arkq's worker patches were written for arq %s (see worker/arq_patches.py)",
+            arq.VERSION,
+            ARQ_VERSION,
+        )
+    arq.worker.poll = wakeup.wakeable_poll  # type: ignore[attr-defined]  # arq has no hook: see above
+    arq.worker.Worker._poll_iteration = poll_round  # type: ignore[method-assign]  # see above
     _installed = True

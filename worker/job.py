@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from arkq.backoff import Backoff
 from arkq.contract import (
     CancelledEvent,
     DoneEvent,
@@ -32,41 +33,33 @@ from arkq.contract import (
     StartedEvent,
     Timings,
     ToolCallEvent,
-    cancel_key,
     describe_validation_error,
 )
+from arkq.errors import JobEnds, LeaseLost, ModelError
+from arkq.keys import cancel_key
+from arkq.lease import Lease, LeaseKeeper, Stop
 from config_module.settings import ArkConfig
-from model_module import ArkModelLink, Finish, ModelError, ReasoningDelta, TextDelta, ToolCallDelta
+from model_module import ArkModelLink, Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from model_module.errors import stream_incomplete
-from model_module.retry import backoff_delay
-from worker.lease import Lease, LeaseKeeper, Stop
-from worker.publisher import EventPublisher, LeaseLost
+from worker.publisher import EventPublisher
 
 logger = logging.getLogger("arkq.worker")
 
 
-class JobCancelled(Exception):
-    """Cancelled before this attempt began."""
-
-
-class JobEnded(Exception):
-    """The job ends now, without (another) attempt, with this error."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.info = ErrorInfo(kind=kind, message=message)
+#: The `JobEnds` kind of a job cancelled before this attempt began: it ends `cancelled`, not in error.
+CANCELLED = "cancelled"
 
 
 def parse_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> GenerationRequest:
     if "undecodable" in kwargs:
         reason = str(kwargs["undecodable"]).encode("utf-8", "replace").decode("utf-8")
-        raise JobEnded("invalid_job", reason)
+        raise JobEnds("invalid_job", reason)
     if len(args) != 1 or kwargs:
-        raise JobEnded("invalid_job", "a job takes exactly one argument, the GenerationRequest object")
+        raise JobEnds("invalid_job", "a job takes exactly one argument, the GenerationRequest object")
     try:
         return GenerationRequest.model_validate(args[0])
     except ValidationError as error:
-        raise JobEnded(
+        raise JobEnds(
             "invalid_job", f"invalid generation request: {describe_validation_error(error)}"
         ) from None
 
@@ -212,12 +205,12 @@ class GenerationJob:
             async with asyncio.timeout(self.config.worker.job_timeout_s):
                 request = await self._admit()
                 finish = await self._attempts(request)
-        except JobCancelled:
+        except JobEnds as ended:
+            if ended.kind != CANCELLED:
+                return self.failed(ErrorInfo(kind=ended.kind, message=ended.message))
             if self.publisher.attempts:  # an earlier attempt's worker died; its request may run on
                 await self.link.abort(self.rid)
             return self.new_result("cancelled")
-        except JobEnded as ended:
-            return self.failed(ended.info)
         except TimeoutError:
             await self.link.abort(self.rid)
             limit = self.config.worker.job_timeout_s
@@ -235,24 +228,37 @@ class GenerationJob:
         return result
 
     async def _admit(self) -> GenerationRequest:
-        """The checks before any attempt: cancelled, expired, out of tries, malformed."""
+        """The checks before any attempt: cancelled, expired, malformed."""
         if await self.redis.exists(cancel_key(self.publisher.job_id)):
-            raise JobCancelled()
+            raise JobEnds(CANCELLED, "cancelled before this attempt began")
         expiry = self.config.queue.job_expiry_s
         if self.publisher.attempts == 0 and self.started_at - self.enqueued_at > expiry:
             waited = self.started_at - self.enqueued_at
-            raise JobEnded("expired", f"queued {waited:.0f} s, past queue.job_expiry_s={expiry}: not run")
-        self._check_tries()
+            raise JobEnds("expired", f"queued {waited:.0f} s, past queue.job_expiry_s={expiry}: not run")
         return parse_payload(self.args, self.kwargs)
 
-    def _check_tries(self) -> None:
+    def _check_tries(self, last_error: ModelError | None) -> None:
+        """The one place that enforces `worker.max_tries`, whatever ended the attempts before: a worker
+        that died or was stopped (counted from the log's `started` events), or a stream that failed."""
         limit = self.config.worker.max_tries
-        if self.publisher.attempts >= limit:
-            raise JobEnded("max_tries", f"gave up after {limit} attempts (worker.max_tries)")
+        if self.publisher.attempts < limit:
+            return
+        if last_error is None:
+            raise JobEnds("max_tries", f"gave up after {limit} attempts (worker.max_tries)")
+        raise JobEnds(last_error.kind, f"{last_error} (after {self.publisher.attempts} attempts)")
 
     async def _attempts(self, request: GenerationRequest) -> Finish:
+        llm = self.config.llm
+        backoff = Backoff(llm.backoff_base_s, llm.backoff_max_s)
+        last_error: ModelError | None = None
         restarts = 0
         while True:
+            self._check_tries(last_error)
+            if last_error is not None:
+                delay = backoff.delay(restarts, last_error.retry_after)
+                logger.warning("job %s: %s; restarting in %.2f s", self.publisher.job_id, last_error, delay)
+                await asyncio.sleep(delay)
+                restarts += 1
             if self.publisher.attempts:
                 # The attempt before this one (another worker's, maybe) may still be generating.
                 await self.link.abort(self.rid)
@@ -267,16 +273,8 @@ class GenerationJob:
                 return await self._stream(request)
             except ModelError as error:
                 if not error.retryable:
-                    raise JobEnded(error.kind, str(error)) from error
-                if self.publisher.attempts >= self.config.worker.max_tries:
-                    raise JobEnded(
-                        error.kind, f"{error} (after {self.publisher.attempts} attempts)"
-                    ) from error
-                llm = self.config.llm
-                delay = backoff_delay(restarts, llm.backoff_base_s, llm.backoff_max_s, error.retry_after)
-                logger.warning("job %s: %s; restarting in %.2f s", self.publisher.job_id, error, delay)
-                await asyncio.sleep(delay)
-                restarts += 1
+                    raise JobEnds(error.kind, str(error)) from error
+                last_error = error
 
     @property
     def rid(self) -> str:

@@ -4,6 +4,11 @@ Every event of every job on a worker goes to Redis through one `EventWriter`, wh
 call in flight and sends, in the next call, whatever all jobs produced meanwhile. A stream that trickles
 (a GPU's pace) has each token sent the moment it arrives; many streams, or one that runs hot, share a
 round trip between many tokens instead of queueing one round trip behind another.
+
+Each call runs `publish.lua`: for every job in it, the events are appended to the job's log and
+published only while the caller holds the job's lease (the fence, `arkq.lease`), and only if the log
+ends where the caller thinks, so a call that the client retried after a lost reply (a Redis restart)
+does not append its events twice. A job's result and its terminal event are written together.
 """
 
 from __future__ import annotations
@@ -15,58 +20,18 @@ from typing import Any, ClassVar, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from arkq import lease, scripts
 from arkq.contract import (
     TERMINAL_EVENT_TYPES,
     Event,
     JobResult,
     TextEventEncoder,
-    channel_name,
     encode_event,
-    event_log_key,
-    lease_key,
     parse_event,
-    result_key,
 )
-
-# For each job i: KEYS[3i-2] its lease, KEYS[3i-1] its replay log, KEYS[3i] its result. ARGV: for each job
-# in turn, its lease token, channel, log TTL (ms), the seq of its first event here, its result JSON ("" for
-# none), the result's TTL (ms), its event count, then its events. A job's events are appended and
-# published only while the caller holds its lease (else -1, nothing written), and only if its log ends
-# where the caller thinks (else -2): a call that the client retried after a lost reply (a Redis restart)
-# finds its events there already and does not append them twice. Returns, per job, the log's new length.
-# A job's result and its terminal event are written together.
-_PUBLISH = """
-local replies, at = {}, 1
-for job = 1, #KEYS / 3 do
-  local lease, log, result = KEYS[3 * job - 2], KEYS[3 * job - 1], KEYS[3 * job]
-  local first, count = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 6])
-  local events = at + 7
-  local length = redis.call('LLEN', log)
-  if redis.call('GET', lease) ~= ARGV[at] then
-    replies[job] = -1
-  elseif length == first + count then
-    replies[job] = length
-  elseif length ~= first then
-    replies[job] = -2
-  else
-    if ARGV[at + 4] ~= '' then redis.call('SET', result, ARGV[at + 4], 'PX', ARGV[at + 5]) end
-    for i = events, events + count - 1 do
-      redis.call('RPUSH', log, ARGV[i])
-      redis.call('PUBLISH', ARGV[at + 1], ARGV[i])
-    end
-    redis.call('PEXPIRE', log, ARGV[at + 2])
-    replies[job] = length + count
-  end
-  at = events + count
-end
-return replies
-"""
+from arkq.keys import event_channel, event_log_key, lease_key, result_key
 
 OUTPUT_EVENT_TYPES = frozenset({"token", "reasoning", "tool_call"})
-
-
-class LeaseLost(Exception):
-    """The job's lease is no longer ours: another attempt owns the job, this one must stop."""
 
 
 class EventWriter:
@@ -146,7 +111,7 @@ class EventWriter:
             return
         for (publisher, events, *_), reply in zip(batch, replies, strict=True):
             if reply < 0:
-                publisher.failed(LeaseLost(f"job {publisher.job_id}: {_REFUSALS[reply]}"))
+                publisher.failed(lease.refused(publisher.job_id, reply))
             else:
                 publisher.wrote(len(events))
                 if publisher.has_backlog:
@@ -156,13 +121,8 @@ class EventWriter:
         redis = self._redis()
         if redis is None:
             raise RedisError("the Redis client of this event writer is closed and gone")
-        return await redis.register_script(_PUBLISH)(keys=keys, args=args)
-
-
-_REFUSALS = {
-    -1: "the lease is held by another attempt",
-    -2: "its log has events this attempt did not write",
-}
+        replies: list[int] = await scripts.PUBLISH(redis, keys=keys, args=args)
+        return replies
 
 
 class EventPublisher:
@@ -203,7 +163,7 @@ class EventPublisher:
             self._track(event.type)
         self.token = token
         self.keys = [lease_key(job_id), event_log_key(job_id), result_key(job_id)]
-        self.channel = channel_name(channel_prefix, job_id)
+        self.channel = event_channel(channel_prefix, job_id)
         self.log_ttl_ms = max(1, int(log_ttl_s * 1000))
         #: Events in the log, as far as this attempt knows: the seq of the first one still to write.
         self.written = self.next_seq

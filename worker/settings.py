@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 from typing import Any
 
+from arq.connections import RedisSettings
 from arq.worker import func
 
-from arkq.connection import redis_settings
-from arkq.contract import JOB_FUNCTION, deserialize, serialize
+from arkq.backoff import REDIS_BACKOFF
+from arkq.connection import redis_options
+from arkq.envelope import JOB_FUNCTION, deserialize, serialize
+from arkq.keys import health_check_key
+from arkq.lease import LeaseKeeper
 from config_module.loader import config as default_config
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink
 from worker import arq_patches, wakeup
 from worker.job import generate
-from worker.lease import LeaseKeeper
-
-arq_patches.install()
 
 #: arq's own attempt limit, a backstop far above anything worker.max_tries allows.
 ARQ_MAX_TRIES = 1000
@@ -29,7 +31,11 @@ ARQ_TIMEOUT_MARGIN_S = 10.0
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """One model link per process: its HTTP connection pool is shared by every job the worker runs."""
+    """arq's `on_startup`: arkq's extensions of arq go in (`worker.arq_patches`), then one model link
+    per process (its HTTP connection pool is shared by every job the worker runs), the lease keeper
+    and the wake-up listener."""
+    arq_patches.install()
+    ctx[arq_patches.ARKQ_WORKER] = True
     config: ArkConfig = ctx.setdefault("config", default_config)
     llm = config.llm
     ctx["link"] = ArkModelLink(
@@ -103,13 +109,27 @@ def worker_options(config: ArkConfig) -> dict[str, Any]:
         "health_check_interval": config.worker.health_check_interval_s,
         # One key per host (a container), so `arq --check` in a container speaks for its own worker,
         # not for whichever worker of the fleet wrote the shared key last.
-        "health_check_key": f"{config.queue.name}:health-check:{socket.gethostname()}",
+        "health_check_key": health_check_key(config.queue.name, socket.gethostname()),
         # SIGTERM: stop taking jobs, let running ones finish for the grace period, then hand the rest
         # back to the queue (arq re-queues a cancelled job at once, and its lease goes with it).
         "job_completion_wait": config.worker.shutdown_grace_s,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
     }
+
+
+def redis_settings(config: ArkConfig, url: str | None = None) -> RedisSettings:
+    """arq's connection settings, by the same rules as every arkq client (`arkq.connection`)."""
+    options = redis_options(config, url)
+    settings = RedisSettings.from_dsn(options.url)
+    settings.username, settings.password = options.username, options.password
+    settings.conn_timeout = options.connect_timeout_s  # type: ignore[assignment]  # arq types it int; a float works
+    # arq's own connect loop at start: as patient as the client's retries through an outage.
+    settings.conn_retries = math.ceil(config.redis.retry_s / REDIS_BACKOFF.max_s)
+    settings.conn_retry_delay = REDIS_BACKOFF.max_s  # type: ignore[assignment]  # as above
+    settings.retry_on_error = list(options.retry_on_error)
+    settings.retry = options.retry
+    return settings
 
 
 #: arq reads settings from the class's own `__dict__` (inherited attributes are ignored), so the class

@@ -5,8 +5,8 @@ average), and a tiny poll delay would hammer Redis. Producers publish on `ark:wa
 enqueue; every worker listens, and a message ends its current poll wait at once. A lost message costs
 one poll delay, nothing more.
 
-arq has no hook for its wait, so `worker.arq_patches` swaps the `poll` that `arq.worker` loops on for
-`wakeable_poll`, before the worker starts.
+arq has no hook for its wait, so the worker's start-up (`worker.arq_patches.install`) swaps the `poll`
+that `arq.worker` loops on for `wakeable_poll`, before arq's poll loop begins.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import AsyncGenerator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from arkq.contract import wake_channel
+from arkq.backoff import REDIS_BACKOFF
+from arkq.keys import wake_channel
 
 logger = logging.getLogger("arkq.worker")
 
@@ -49,15 +50,19 @@ async def after_job_end(ctx: dict[str, object]) -> None:
 
 async def listen(redis: Redis, queue_name: str) -> None:
     """Wake the poll loop on every message on the queue's wake channel; runs until cancelled."""
+    failures = 0
     while True:
         pubsub = redis.pubsub()
         try:
             await pubsub.subscribe(wake_channel(queue_name))
+            failures = 0
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     _wake.set()
         except RedisError as error:  # a Redis restart: polling covers the gap, listen again
-            logger.warning("wake-up channel lost (%s); listening again", error)
-            await asyncio.sleep(1)
+            delay = REDIS_BACKOFF.delay(failures)
+            failures += 1
+            logger.warning("wake-up channel lost (%s); listening again in %.2f s", error, delay)
+            await asyncio.sleep(delay)
         finally:
             await pubsub.aclose()

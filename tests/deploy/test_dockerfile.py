@@ -184,7 +184,7 @@ def test_the_install_holds_the_packages_and_the_arkq_command(installed: Path) ->
     top = {p.name for p in installed.iterdir() if not p.name.endswith(".dist-info")}
     assert top == {*PACKAGES, "bin"}, "no tests, sglang/ or other checkout files in the image"
     script = installed / "bin" / "arkq"
-    assert script.exists() and "arkq.cli" in script.read_text()
+    assert script.exists() and "cli.main" in script.read_text()
     for argv in (["worker", "--help"], ["fake-llm", "--help"]):
         done = run_installed(installed, sys.executable, str(script), *argv)
         assert done.returncode == 0, done.stderr

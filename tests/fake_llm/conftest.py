@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 
-from arkq.fake_llm import FakeLLMServer, running_fake_llm
+from fake_llm import FakeLLMServer, running_fake_llm
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import aiohttp
 import jsonschema
 import openai
 
-from arkq.fake_llm import FakeLLMServer
-from arkq.fake_llm.generation import EOS_TOKEN_ID
+from fake_llm import FakeLLMServer
+from fake_llm.generation import EOS_TOKEN_ID
 
 MESSAGES: list[Any] = [
     {"role": "system", "content": "You are terse."},

@@ -1,4 +1,4 @@
-"""``python -m arkq.fake_llm`` as a separate process, queried over plain HTTP."""
+"""``python -m fake_llm`` as a separate process, queried over plain HTTP."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_module_entry_point_serves_health_and_models() -> None:
         [
             sys.executable,
             "-m",
-            "arkq.fake_llm",
+            "fake_llm",
             "--port",
             str(port),
             "--model",

@@ -11,8 +11,8 @@ import httpx2
 import openai
 import pytest
 
-from arkq.fake_llm import FakeLLMServer, running_fake_llm
-from arkq.fake_llm.directives import DirectiveError, FaultBudget, parse_directives
+from fake_llm import FakeLLMServer, running_fake_llm
+from fake_llm.directives import DirectiveError, FaultBudget, parse_directives
 
 
 def say(text: str) -> list[Any]:

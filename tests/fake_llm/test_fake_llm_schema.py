@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from arkq.fake_llm.json_instances import SchemaError, check_schema, generate_instance
+from fake_llm.json_instances import SchemaError, check_schema, generate_instance
 
 
 class Colour(enum.StrEnum):

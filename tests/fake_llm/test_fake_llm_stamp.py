@@ -7,7 +7,7 @@ from typing import Any
 
 import openai
 
-from arkq.fake_llm.directives import FaultBudget, parse_directives
+from fake_llm.directives import FaultBudget, parse_directives
 
 
 def say(text: str) -> list[Any]:

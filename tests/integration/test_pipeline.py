@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio
 from pydantic import BaseModel
 
-from arkq.contract import JOB_FUNCTION, serialize
+from arkq.envelope import JOB_FUNCTION, serialize
 from producer import InvalidRequest, JobFailed, Producer
 from tests.servers import WorkerFleet
 

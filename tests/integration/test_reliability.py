@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from arkq.contract import event_log_key, parse_event
+from arkq.contract import parse_event
+from arkq.keys import event_log_key
 from config_module.loader import load_config
 from producer import JobCancelled, JobFailed, Producer, QueueFull, RedisUnavailable, StreamReset
 from tests.servers import (

@@ -1,4 +1,4 @@
-"""ArkModelLink with the official client over real HTTP against the SGLang emulator `arkq.fake_llm`.
+"""ArkModelLink with the official client over real HTTP against the SGLang emulator `fake_llm`.
 
 Faults are asked for in the prompt (`[[arkq:...]]`); the emulator's counters tell how many requests the
 link really sent, which is how the retry policy is checked from the outside.
@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from arkq.fake_llm import running_fake_llm
+from fake_llm import running_fake_llm
 from model_module import (
     ArkModelLink,
     Finish,

@@ -8,7 +8,7 @@ import fakeredis
 import pytest
 from arq.connections import ArqRedis
 
-from arkq.contract import deserialize, serialize
+from arkq.envelope import deserialize, serialize
 
 
 @pytest.fixture

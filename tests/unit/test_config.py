@@ -108,9 +108,22 @@ def test_a_yaml_file_that_is_not_a_mapping_is_a_config_error(tmp_path: Path) -> 
 
 
 def test_a_percent_encoded_password_in_the_redis_url_is_decoded() -> None:
-    from arkq.connection import redis_settings
+    from arkq.connection import connect
+    from worker.settings import redis_settings
 
-    settings = redis_settings(load_config({"ARK_REDIS__URL": "redis://:p%40ss%3Aword@h:6380/2"}))
+    config = load_config({"ARK_REDIS__URL": "redis://:p%40ss%3Aword@h:6380/2"})
+    settings = redis_settings(config)
     assert (settings.password, settings.host, settings.port, settings.database) == ("p@ss:word", "h", 6380, 2)
-    from_env = redis_settings(load_config({"ARK_REDIS__PASSWORD": "hunter2"}))
-    assert from_env.password == "hunter2"
+    client = connect(config).connection_pool.connection_kwargs
+    assert (client["password"], client["host"], client["port"], client["db"]) == ("p@ss:word", "h", 6380, 2)
+    from_env = load_config({"ARK_REDIS__PASSWORD": "hunter2"})
+    assert redis_settings(from_env).password == "hunter2"
+    assert connect(from_env).connection_pool.connection_kwargs["password"] == "hunter2"
+
+
+def test_a_redis_url_that_is_not_one_is_a_config_error_without_its_password() -> None:
+    from arkq.connection import connect
+
+    with pytest.raises(ConfigError, match=r"redis\.url") as refused:
+        connect(load_config({"ARK_REDIS__URL": "http://:secret@h:6380/2"}))
+    assert "secret" not in str(refused.value)

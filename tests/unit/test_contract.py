@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from arkq.contract import (
-    JOB_FUNCTION,
     DoneEvent,
     GenerationRequest,
     JobResult,
@@ -14,11 +13,10 @@ from arkq.contract import (
     TextEventEncoder,
     Timings,
     TokenEvent,
-    deserialize,
     encode_event,
     parse_event,
-    serialize,
 )
+from arkq.envelope import JOB_FUNCTION, deserialize, serialize
 
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "thing", "schema": {"type": "object"}}}
 

@@ -9,19 +9,11 @@ import pytest
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from arkq.contract import (
-    DoneEvent,
-    StartedEvent,
-    TokenEvent,
-    channel_name,
-    encode_event,
-    event_log_key,
-    lease_key,
-    parse_event,
-)
-from producer.errors import JobLost
+from arkq.contract import DoneEvent, StartedEvent, TokenEvent, encode_event, parse_event
+from arkq.errors import JobLost, LeaseLost
+from arkq.keys import event_channel, event_log_key, lease_key
 from producer.events import read_events
-from worker.publisher import EventPublisher, EventWriter, LeaseLost
+from worker.publisher import EventPublisher, EventWriter
 
 PREFIX = "ark:tokens:"
 
@@ -94,7 +86,7 @@ async def test_readers_arriving_before_during_and_after_see_the_same_sequence(fa
 async def test_a_lost_live_message_is_recovered_from_the_log(fake_redis: ArqRedis) -> None:
     reader = asyncio.create_task(collect(fake_redis, "j"))
     await asyncio.sleep(0.05)
-    channel, log = channel_name(PREFIX, "j"), event_log_key("j")
+    channel, log = event_channel(PREFIX, "j"), event_log_key("j")
     events = [
         StartedEvent(job_id="j", seq=0, attempt=1, worker="w"),
         TokenEvent(job_id="j", seq=1, text="x"),
@@ -112,7 +104,7 @@ async def test_duplicated_live_messages_are_yielded_once(fake_redis: ArqRedis) -
     reader = asyncio.create_task(collect(fake_redis, "j"))
     await asyncio.sleep(0.05)
     token = await pub.publish(TokenEvent, text="x")
-    await fake_redis.publish(channel_name(PREFIX, "j"), encode_event(token))
+    await fake_redis.publish(event_channel(PREFIX, "j"), encode_event(token))
     await pub.publish(DoneEvent, finish_reason="stop", usage=None, text="x")
     assert [e.seq for e in await asyncio.wait_for(reader, 2)] == [0, 1]
 

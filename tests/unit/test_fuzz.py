@@ -18,27 +18,17 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from arkq.contract import (
-    JOB_FUNCTION,
-    TERMINAL_EVENT_TYPES,
-    GenerationRequest,
-    JobResult,
-    claim_key,
-    deserialize,
-    event_log_key,
-    lease_key,
-    parse_event,
-    result_key,
-    serialize,
-)
-from arkq.fake_llm import running_fake_llm
+from arkq.contract import TERMINAL_EVENT_TYPES, GenerationRequest, JobResult, parse_event
+from arkq.envelope import JOB_FUNCTION, deserialize, serialize
+from arkq.keys import claim_key, event_log_key, lease_key, result_key
+from arkq.lease import LeaseKeeper
+from arkq.messages import AIMessage, Message, SystemMessage, ToolMessage, UserMessage
 from config_module.loader import load_config
+from fake_llm import running_fake_llm
 from model_module import ArkModelLink
-from model_module.messages import AIMessage, Message, SystemMessage, ToolMessage, UserMessage
 from producer import InvalidRequest, Producer
 from producer.producer import JOB_ID_PATTERN
 from worker.job import generate
-from worker.lease import LeaseKeeper
 from worker.settings import arq_claim_ttl_s
 
 CONFIG = load_config({"ARK_WORKER__MAX_TRIES": "3"})

@@ -7,8 +7,8 @@ import time
 
 from arq.connections import ArqRedis
 
-from arkq.contract import cancel_key, claim_key, lease_key
-from worker.lease import LeaseKeeper, Stop
+from arkq.keys import cancel_key, claim_key, lease_key
+from arkq.lease import LeaseKeeper, Stop
 
 CLAIM_TTL_S = 310.0
 

@@ -10,7 +10,8 @@ from arq.connections import ArqRedis
 from arq.worker import Worker, func
 from redis.exceptions import ConnectionError
 
-from arkq.contract import claim_key
+from arkq.backoff import Backoff
+from arkq.keys import claim_key
 from worker import arq_patches
 from worker.arq_patches import pick_jobs, poll_round
 
@@ -47,9 +48,13 @@ async def noop(ctx: dict) -> int:
 async def test_a_poll_round_that_redis_fails_gives_back_the_slot_it_was_filling(
     fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(arq_patches, "FAILED_ROUND_PAUSE_S", 0)
+    monkeypatch.setattr(arq_patches, "REDIS_BACKOFF", Backoff(0.0, 0.0))
     worker = Worker(
-        functions=[func(noop, name="noop")], redis_pool=fake_redis, max_jobs=2, handle_signals=False
+        functions=[func(noop, name="noop")],
+        redis_pool=fake_redis,
+        max_jobs=2,
+        handle_signals=False,
+        ctx={arq_patches.ARKQ_WORKER: True},
     )
     await fake_redis.enqueue_job("noop")
     pipeline, failing = fake_redis.pipeline, True

@@ -3,9 +3,11 @@ import json
 import pytest
 from arq.connections import ArqRedis
 
-from arkq.contract import JOB_FUNCTION, GenerationRequest, result_key
+from arkq.contract import GenerationRequest
+from arkq.envelope import JOB_FUNCTION
+from arkq.keys import result_key
+from arkq.messages import SystemMessage, UserMessage
 from config_module.loader import load_config
-from model_module.messages import SystemMessage, UserMessage
 from producer import InvalidRequest, JobNotFound, Producer
 
 HELLO = [UserMessage(content="Hello!")]

@@ -9,22 +9,13 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
-from arkq.contract import (
-    DoneEvent,
-    JobResult,
-    StartedEvent,
-    TokenEvent,
-    claim_key,
-    event_log_key,
-    lease_key,
-    parse_event,
-    result_key,
-)
-from arkq.fake_llm import running_fake_llm
+from arkq.contract import DoneEvent, JobResult, StartedEvent, TokenEvent, parse_event
+from arkq.keys import claim_key, event_log_key, lease_key, result_key
+from arkq.lease import LeaseKeeper
 from config_module.loader import load_config
+from fake_llm import running_fake_llm
 from model_module import ArkModelLink
 from worker.job import generate
-from worker.lease import LeaseKeeper
 from worker.publisher import EventPublisher
 
 CONFIG = load_config({"ARK_WORKER__MAX_TRIES": "3"})

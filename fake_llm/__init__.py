@@ -10,7 +10,7 @@ Endpoints
 ``GET /v1/models/{model}``, ``GET /get_model_info``, ``POST /v1/chat/completions``
 (streamed or not), ``POST /abort_request`` (``{"rid": ...}`` or ``{"abort_all": true}``;
 unknown rids are a no-op 200) and, emulator-only, ``GET /stats`` (live counters, see
-:class:`~arkq.fake_llm.stats.Stats`). With ``api_key`` set, everything but ``/health*``,
+:class:`~fake_llm.stats.Stats`). With ``api_key`` set, everything but ``/health*``,
 ``/metrics`` and ``/stats`` needs ``Authorization: Bearer <key>`` (else 401
 ``{"error": "Unauthorized"}``).
 

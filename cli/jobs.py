@@ -1,4 +1,4 @@
-"""The producer's commands: `arkq submit`, `arkq watch`, `arkq result`."""
+"""The job commands: `arkq submit`, `arkq watch`, `arkq result`, `arkq cancel`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from arkq.contract import Event, encode_event
-from producer.errors import InvalidRequest, JobFailed, JobLost, JobNotFound, QueueFull
-from producer.job import Job
-from producer.producer import Producer
-
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_REDIS_UNREACHABLE = 0, 1, 2, 3, 4, 5
-EXIT_QUEUE_FULL = 6
+from arkq.errors import InvalidRequest, JobFailed, JobLost, JobNotFound, QueueFull
+from cli import exit_codes
+from producer import Job, Producer
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -71,7 +68,7 @@ async def run_submit(args: argparse.Namespace) -> int:
         json_schema = load_schema(args.schema) if args.schema else None
     except (OSError, ValueError) as error:
         print(f"arkq: --schema {args.schema}: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_codes.USAGE
     async with Producer(args.redis_url) as producer:
         try:
             job = await producer.enqueue(
@@ -84,10 +81,10 @@ async def run_submit(args: argparse.Namespace) -> int:
             )
         except InvalidRequest as error:
             print(f"arkq: {error}", file=sys.stderr)
-            return EXIT_USAGE
+            return exit_codes.USAGE
         except QueueFull as error:
             print(f"arkq: {error}", file=sys.stderr)
-            return EXIT_QUEUE_FULL
+            return exit_codes.QUEUE_FULL
         print(f"job {job.id}", file=sys.stderr)
         return await follow(job, as_json=args.json, out=sys.stdout, timeout=args.timeout)
 
@@ -111,9 +108,9 @@ async def run_result(args: argparse.Namespace) -> int:
         if result is None:
             state = "unknown" if not await job.exists() else "not finished"
             print(f"arkq: job {args.job_id}: no result ({state})", file=sys.stderr)
-            return EXIT_NOT_FOUND
+            return exit_codes.NOT_FOUND
         print(result.model_dump_json(indent=2))
-        return EXIT_OK if result.ok else EXIT_JOB_FAILED
+        return exit_codes.OK if result.ok else exit_codes.JOB_FAILED
 
 
 async def run_cancel(args: argparse.Namespace) -> int:
@@ -126,7 +123,7 @@ async def run_cancel(args: argparse.Namespace) -> int:
         "unknown": "no such job",
     }
     print(f"job {args.job_id}: {messages[outcome]}", file=sys.stderr)
-    return EXIT_NOT_FOUND if outcome == "unknown" else EXIT_OK
+    return exit_codes.NOT_FOUND if outcome == "unknown" else exit_codes.OK
 
 
 async def follow(job: Job, *, as_json: bool, out: TextIO, timeout: float | None = None) -> int:
@@ -145,19 +142,19 @@ async def follow(job: Job, *, as_json: bool, out: TextIO, timeout: float | None 
                 out.flush()
     except (JobNotFound, JobLost) as error:
         print(f"arkq: {error}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        return exit_codes.NOT_FOUND
     except TimeoutError:
         print(
             f"\narkq: job {job.id} has not ended after {timeout} s; follow it with `arkq watch {job.id}`",
             file=sys.stderr,
         )
-        return EXIT_TIMEOUT
+        return exit_codes.TIMEOUT
     if not as_json:
         out.write("\n")
     if last is not None and last.type == "done":
-        return EXIT_OK
+        return exit_codes.OK
     if last is not None and last.type == "error":
         print(f"arkq: job {job.id} failed ({last.kind}): {last.message}", file=sys.stderr)
     elif last is not None:
         print(f"arkq: job {job.id} {last.type}", file=sys.stderr)
-    return EXIT_JOB_FAILED
+    return exit_codes.JOB_FAILED

@@ -1,4 +1,4 @@
-"""``python -m arkq.fake_llm`` (and ``arkq fake-llm``): run the SGLang emulator from the command line."""
+"""``python -m fake_llm`` (and ``arkq fake-llm``): run the SGLang emulator from the command line."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m arkq.fake_llm", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="python -m fake_llm", description=DESCRIPTION)
     add_arguments(parser)
     return parser
 

@@ -16,10 +16,10 @@ import fakeredis
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
-from arkq.contract import deserialize, serialize
-from arkq.fake_llm import running_fake_llm
+from arkq.envelope import deserialize, serialize
 from config_module import loader
 from config_module.settings import ArkConfig
+from fake_llm import running_fake_llm
 from producer import Job, Producer
 from worker.settings import worker_options
 

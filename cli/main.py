@@ -1,38 +1,53 @@
-"""`arkq`: submit and follow jobs, run a worker, the SGLang emulator, or the all-in-one demo."""
+"""`arkq`: submit and follow jobs, run a worker, check the LLM server, the emulator, the demo, the benchmark.
+
+Each command's module is imported only when that command runs: `arkq submit` does not load the LLM
+client, the emulator or the benchmark.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging.config
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from arkq.fake_llm import __main__ as fake_llm_cli
-from bench import run as bench_run
-from config_module.loader import ConfigError
-from producer import cli as producer_cli
-from producer.cli import EXIT_REDIS_UNREACHABLE, EXIT_USAGE
-from producer.errors import RedisUnavailable
+from arkq.errors import ConfigError, RedisUnavailable
+from cli import exit_codes, jobs
+
+
+def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], Any]:
+    """A handler that imports `module` only when its command runs."""
+
+    def handler(args: argparse.Namespace) -> Any:
+        return getattr(importlib.import_module(module), function)(args)
+
+    return handler
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arkq", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    producer_cli.add_commands(commands)
+    jobs.add_commands(commands)
 
     worker = commands.add_parser("worker", help="run a worker (same as `arq worker.WorkerSettings`)")
     worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
     worker.add_argument("-v", "--verbose", action="store_true")
     worker.set_defaults(run=None, handler=run_worker)
 
+    check = commands.add_parser("check-llm", help="is an OpenAI-compatible server answering at llm.base_url?")
+    _add("cli.check_llm", check)
+    check.set_defaults(run=None, handler=_lazy("cli.check_llm", "run"))
+
     fake = commands.add_parser("fake-llm", help="run the SGLang-compatible emulator")
-    fake_llm_cli.add_arguments(fake)
-    fake.set_defaults(run=None, handler=run_fake_llm)
+    _add("fake_llm.__main__", fake)
+    fake.set_defaults(run=None, handler=_lazy("fake_llm.__main__", "run_with"))
 
     demo = commands.add_parser("demo", help="the whole pipeline in one process, nothing to install")
     demo.add_argument("prompt", nargs="?", default="Tell me about message queues.")
@@ -42,9 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="measure what the queue adds (starts redis-server, the emulator and workers)"
     )
-    bench_run.add_arguments(bench)
-    bench.set_defaults(run=None, handler=bench_run.run_with)
+    _add("bench.options", bench)
+    bench.set_defaults(run=None, handler=_lazy("bench.run", "run_with"))
     return parser
+
+
+def _add(module: str, parser: argparse.ArgumentParser) -> None:
+    importlib.import_module(module).add_arguments(parser)
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -54,17 +73,12 @@ def run_worker(args: argparse.Namespace) -> int:
     from worker import WorkerSettings
 
     logging.config.dictConfig(default_log_config(args.verbose))
-    run_arq_worker(WorkerSettings, burst=args.burst)  # type: ignore[arg-type]
-    return 0
-
-
-def run_fake_llm(args: argparse.Namespace) -> int:
-    fake_llm_cli.run_with(args)
-    return 0
+    run_arq_worker(WorkerSettings, burst=args.burst)  # type: ignore[arg-type]  # arq types it a Protocol
+    return exit_codes.OK
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from arkq.demo import demo
+    from cli.demo import demo
 
     return asyncio.run(demo(args.prompt, itl_ms=args.itl_ms))
 
@@ -73,17 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.run is not None:
-            return asyncio.run(args.run(args))
-        return args.handler(args)
+            return int(asyncio.run(args.run(args)))
+        return int(args.handler(args) or 0)
     except ConfigError as error:
         print(f"arkq: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_codes.USAGE
     except (RedisConnectionError, RedisTimeoutError, RedisUnavailable) as error:
         print(f"arkq: cannot reach Redis: {error}", file=sys.stderr)
-        return EXIT_REDIS_UNREACHABLE
+        return exit_codes.REDIS_UNREACHABLE
     except BrokenPipeError:  # `arkq submit ... | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return exit_codes.OK
     except KeyboardInterrupt:
         return 130
 

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from model_module.errors import ModelError
-from model_module.retry import MAX_RETRY_AFTER_S, RetryPolicy, backoff_delay
+from arkq.backoff import Backoff
+from arkq.errors import ModelError
+from model_module.retry import MAX_RETRY_AFTER_S, RetryPolicy
 
 
 @given(
@@ -18,33 +19,33 @@ from model_module.retry import MAX_RETRY_AFTER_S, RetryPolicy, backoff_delay
 )
 def test_delay_within_equal_jitter_bounds(attempt: int, base: float, cap: float, draw: float) -> None:
     ceiling = min(cap, base * 2.0**attempt)
-    delay = backoff_delay(attempt, base, cap, rand=lambda: draw)
+    delay = Backoff(base, cap).delay(attempt, rand=lambda: draw)
     assert ceiling / 2 <= delay <= ceiling
 
 
 def test_delay_grows_exponentially_until_the_cap() -> None:
-    top = [backoff_delay(n, 0.5, 8.0, rand=lambda: 1.0) for n in range(7)]
-    bottom = [backoff_delay(n, 0.5, 8.0, rand=lambda: 0.0) for n in range(7)]
+    top = [Backoff(0.5, 8.0).delay(n, rand=lambda: 1.0) for n in range(7)]
+    bottom = [Backoff(0.5, 8.0).delay(n, rand=lambda: 0.0) for n in range(7)]
     assert top == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     assert bottom == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 
 
 def test_jitter_spreads_delays() -> None:
-    delays = {backoff_delay(3, 0.5, 8.0) for _ in range(50)}
+    delays = {Backoff(0.5, 8.0).delay(3) for _ in range(50)}
     assert len(delays) > 1
     assert all(2.0 <= d <= 4.0 for d in delays)
 
 
 @given(retry_after=st.floats(min_value=0, max_value=1000), attempt=st.integers(min_value=0, max_value=10))
 def test_retry_after_is_a_floor(retry_after: float, attempt: int) -> None:
-    delay = backoff_delay(attempt, 0.5, 8.0, retry_after, rand=lambda: 0.5)
+    delay = Backoff(0.5, 8.0).delay(attempt, retry_after, rand=lambda: 0.5)
     assert delay >= retry_after
-    assert delay == max(retry_after, backoff_delay(attempt, 0.5, 8.0, rand=lambda: 0.5))
+    assert delay == max(retry_after, Backoff(0.5, 8.0).delay(attempt, rand=lambda: 0.5))
 
 
 def test_negative_attempt_is_rejected() -> None:
     with pytest.raises(ValueError):
-        backoff_delay(-1, 0.5, 8.0)
+        Backoff(0.5, 8.0).delay(-1)
 
 
 def test_policy_stops_after_max_retries_and_for_permanent_errors() -> None:

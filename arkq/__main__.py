@@ -1,5 +1,0 @@
-import sys
-
-from arkq.cli import main
-
-sys.exit(main())

@@ -1,0 +1,87 @@
+"""Every Redis key and channel arkq reads or writes, arq's included: the protocol on one page.
+
+`J` is a job ID, `Q` the queue (`queue.name`, default `arq:queue`), `H` a worker's host name.
+
+| name                 | type    | written by                                     | lives                   |
+|----------------------|---------|------------------------------------------------|-------------------------|
+| `Q`                  | zset    | producer (enqueue.lua); arq (retry, finish)    | until the job ends      |
+| `arq:job:J`          | string  | producer (enqueue.lua): arq's job envelope     | until it ends (a day)   |
+| `arq:in-progress:J`  | string  | arq's claim (`1`), then the lease (`leased`)   | `lease_s`, renewed      |
+| `arq:retry:J`        | string  | arq: the job's try count                       | about a day             |
+| `arq:result:J`       | string  | arq: its record of the finished job            | `worker.keep_result_s`  |
+| `Q:health-check:H`   | string  | arq's heartbeat, one key per host              | check interval + 1 s    |
+| `ark:lease:J`        | string  | worker (lease_*.lua): the holder's token       | `lease_s`, renewed      |
+| `ark:events:J`       | list    | worker (publish.lua), cancel.lua: events, JSON | `streaming.replay_ttl_s` |
+| `ark:result:J`       | string  | worker (publish.lua), cancel.lua: JobResult    | `worker.keep_result_s`  |
+| `ark:cancel:J`       | string  | producer (cancel.lua): a cancel request        | `worker.keep_result_s`  |
+| `ark:tokens:J`       | channel | worker (publish.lua), cancel.lua: each event   | live only               |
+| `ark:wake:Q`         | channel | producer (enqueue.lua): a job was enqueued     | live only               |
+
+The event channel's prefix is a setting (`streaming.channel_prefix`); an event's index in the log is
+its `seq`, and the log lives `streaming.replay_ttl_s` after its last event; `lease_s` is
+`worker.lease_s`. arq's names are fixed by arq itself: they are spelled here once, and a test checks
+them against `arq.constants` (importing arq here would load its worker into every producer).
+"""
+
+from __future__ import annotations
+
+# arq's own names (arq.constants, arq 0.28.0).
+ARQ_JOB_PREFIX = "arq:job:"
+ARQ_CLAIM_PREFIX = "arq:in-progress:"
+ARQ_RETRY_PREFIX = "arq:retry:"
+ARQ_RESULT_PREFIX = "arq:result:"
+ARQ_HEALTH_CHECK_SUFFIX = ":health-check"
+#: How long arq keeps a queued job's envelope beyond its expected start (arq's `expires_extra_ms`).
+ARQ_JOB_EXPIRES_EXTRA_MS = 86_400_000
+
+# arkq's names.
+EVENT_LOG_PREFIX = "ark:events:"
+RESULT_PREFIX = "ark:result:"
+CANCEL_PREFIX = "ark:cancel:"
+LEASE_PREFIX = "ark:lease:"
+WAKE_PREFIX = "ark:wake:"
+
+
+def arq_job_key(job_id: str) -> str:
+    return ARQ_JOB_PREFIX + job_id
+
+
+def claim_key(job_id: str) -> str:
+    """arq's claim on a job: `1` from arq, `leased` once arkq's lease has replaced it."""
+    return ARQ_CLAIM_PREFIX + job_id
+
+
+def arq_retry_key(job_id: str) -> str:
+    return ARQ_RETRY_PREFIX + job_id
+
+
+def arq_result_key(job_id: str) -> str:
+    return ARQ_RESULT_PREFIX + job_id
+
+
+def health_check_key(queue_name: str, host: str) -> str:
+    return f"{queue_name}{ARQ_HEALTH_CHECK_SUFFIX}:{host}"
+
+
+def event_log_key(job_id: str) -> str:
+    return EVENT_LOG_PREFIX + job_id
+
+
+def result_key(job_id: str) -> str:
+    return RESULT_PREFIX + job_id
+
+
+def cancel_key(job_id: str) -> str:
+    return CANCEL_PREFIX + job_id
+
+
+def lease_key(job_id: str) -> str:
+    return LEASE_PREFIX + job_id
+
+
+def event_channel(channel_prefix: str, job_id: str) -> str:
+    return channel_prefix + job_id
+
+
+def wake_channel(queue_name: str) -> str:
+    return WAKE_PREFIX + queue_name

@@ -1,0 +1,46 @@
+"""arkq's Lua scripts: each a `.lua` file beside this module, shipped as package data.
+
+Each script is read and hashed once per process and called by SHA (`EVALSHA`). A server that does not
+know it yet (a fresh or restarted Redis, another shard) answers NOSCRIPT; the script is then sent whole
+once (`EVAL`, which also caches it there), and later calls go by SHA again. Every script is atomic, so
+each step it takes happens whole or not at all; what each one does and returns is at the top of its file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+
+class Script:
+    """One of arkq's scripts: `await SCRIPT(redis, keys=[...], args=[...])`."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.source = files(__name__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"Script({self.name!r})"
+
+    async def __call__(self, redis: Redis, *, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            return await redis.eval(self.source, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+
+
+ENQUEUE = Script("enqueue")
+CANCEL = Script("cancel")
+PICK = Script("pick")
+LEASE_ACQUIRE = Script("lease_acquire")
+LEASE_RENEW = Script("lease_renew")
+LEASE_RELEASE = Script("lease_release")
+LEASE_REAP = Script("lease_reap")
+PUBLISH = Script("publish")
