@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 
 from cli import exit_codes
-from config_module.loader import config
+from config_module import loader
 
 #: Seconds between two tries while the server is not answering yet.
 RETRY_EVERY_S = 2.0
@@ -39,7 +39,7 @@ class Unusable(Exception):
 
 
 def run(args: argparse.Namespace) -> int:
-    llm = config.llm
+    llm = loader.config.llm
     base = llm.base_url.rstrip("/")
     key = llm.api_key.get_secret_value() if llm.api_key else "-"
     deadline = time.monotonic() + max(0.0, args.wait)

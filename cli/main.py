@@ -13,6 +13,7 @@ import logging.config
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -57,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="measure what the queue adds (starts redis-server, the emulator and workers)"
     )
-    _add("bench.options", bench)
+    bench.add_argument("--out", type=Path, default=Path("bench-results"), help="where to write results")
+    bench.add_argument("--quick", action="store_true", help="small sizes: checks that it all runs")
+    bench.add_argument("--only", nargs="+", metavar="SCENARIO", help="run only these scenarios")
     bench.set_defaults(run=None, handler=_lazy("bench.run", "run_with"))
     return parser
 

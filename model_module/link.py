@@ -123,6 +123,7 @@ class ArkModelLink:
         self.retry_policy = RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s)
         self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._keeper: AsyncGenerator[None, None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -142,11 +143,12 @@ class ArkModelLink:
         loop = _running_loop()
         client = self._client
         if client is None or (loop is not None and self._client_loop not in (None, loop)):
-            client = self._new_client()
+            # An old client's keeper is left to its own loop, the only one that can close its pool.
+            client, self._client_loop, self._keeper = self._new_client(), None, None
             self._client = client
+        if loop is not None and self._client_loop is None:
             self._client_loop = loop
-        elif self._client_loop is None:
-            self._client_loop = loop
+            self._keeper = _start_keeper(client)
         return client
 
     def _new_client(self) -> AsyncOpenAI:
@@ -164,8 +166,12 @@ class ArkModelLink:
 
     async def aclose(self) -> None:
         """Close the client and its connections. The link stays usable: a later call opens a new one."""
-        client, self._client, self._client_loop = self._client, None, None
-        if client is not None:
+        client, keeper = self._client, self._keeper
+        self._client, self._client_loop, self._keeper = None, None, None
+        if keeper is not None:
+            if not keeper.ag_running:  # else its loop's shutdown is closing the client right now
+                await keeper.aclose()  # closes the client, unless its loop's shutdown already did
+        elif client is not None:
             await client.close()
 
     async def __aenter__(self) -> Self:
@@ -368,6 +374,31 @@ class ArkModelLink:
         if stream:
             return self._text_stream(messages, json_schema)
         return await self.generate_response(messages, json_schema)
+
+
+async def _keep(client: AsyncOpenAI) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+def _start_keeper(client: AsyncOpenAI) -> AsyncGenerator[None, None]:
+    """Tie `client` to the running loop's life, so a link nobody closes leaves no open connection.
+
+    The ARKOS examples never close their link, and an aiohttp session still open when its loop goes
+    away warns "Unclosed client session" at exit. A loop tracks every async generator iterated on it:
+    `asyncio.run` closes those still suspended before it closes the loop, and one garbage-collected
+    earlier (with the link that holds it) is closed in a task on its loop. Either way this generator's
+    `finally` closes the client on the loop that owns its connections. Its first step reaches `yield`
+    without awaiting anything, so it can run here, outside any task.
+    """
+    keeper = _keep(client)
+    try:
+        keeper.asend(None).send(None)
+    except StopIteration:
+        pass
+    return keeper
 
 
 async def _drain(lines: AsyncIterator[str]) -> None:

@@ -166,7 +166,7 @@ def llm_check(
 ) -> subprocess.CompletedProcess[str]:
     service = compose_services()["llm-check"]
     command = service["command"]
-    assert command[:2] == ["python", "-c"] and command[-1] == "60"
+    assert command[:3] == ["arkq", "check-llm", "--wait"] and command[-1] == "60"
     env = {**service["environment"], "ARK_LLM__BASE_URL": emulator_url, **environment}
     return run_check([*command[:-1], timeout_s], env)
 
@@ -181,12 +181,12 @@ def test_llm_check_passes_when_the_server_answers(emulator: tuple[str, int]) -> 
 
 def test_llm_check_explains_a_missing_server_or_a_wrong_key(emulator: tuple[str, int]) -> None:
     nobody = llm_check(f"http://127.0.0.1:{free_port()}/v1", timeout_s="0")
-    assert nobody.returncode == 1
+    assert nobody.returncode == 7
     assert "no LLM server answers" in nobody.stderr and "--profile cpu" in nobody.stderr
     # No profile and no ARK_LLM__BASE_URL: the default URL's host `llm` does not exist. No waiting.
     began = time.monotonic()
     no_profile = llm_check(compose_services()["worker"]["environment"]["ARK_LLM__BASE_URL"], timeout_s="60")
-    assert no_profile.returncode == 1 and "no LLM server answers at http://llm:30000/v1" in no_profile.stderr
+    assert no_profile.returncode == 7 and "no LLM server answers at http://llm:30000/v1" in no_profile.stderr
     assert time.monotonic() - began < 30
     wrong_key = llm_check(emulator[0], ARK_LLM__API_KEY="wrong")
-    assert wrong_key.returncode == 1 and "refused the API key" in wrong_key.stderr
+    assert wrong_key.returncode == 2 and "refused the API key" in wrong_key.stderr

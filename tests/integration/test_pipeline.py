@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio
 from pydantic import BaseModel
 
-from arkq.envelope import JOB_FUNCTION, serialize
+from arkq.envelope import JOB_FUNCTION, encode_job, serialize
 from producer import InvalidRequest, JobFailed, Producer
 from tests.servers import WorkerFleet
 
@@ -122,9 +122,9 @@ async def test_a_malformed_payload_fails_alone_and_the_worker_keeps_serving(
     # Written straight into Redis, past the producer's validation, as a buggy or hostile client could.
     await aredis.set("arq:job:garbage", b"\x80\x04not json at all")
     await aredis.zadd("arq:queue", {"garbage": 1})
-    wrong_shape = await producer.redis.enqueue_job(JOB_FUNCTION, {"messages": "hello"}, _job_id="wrong-shape")
-    assert wrong_shape is not None
     now_ms = int(time.time() * 1000)
+    await aredis.set("arq:job:wrong-shape", encode_job({"messages": "hello"}, enqueued_ms=now_ms))
+    await aredis.zadd("arq:queue", {"wrong-shape": now_ms})
     envelopes = {
         "no-args": {"t": 1, "f": JOB_FUNCTION, "a": [], "k": {}, "et": now_ms},
         "bad-time": {"t": 1, "f": JOB_FUNCTION, "a": [], "k": {}, "et": "yesterday"},
