@@ -10,7 +10,9 @@ for about `retry_s` seconds, so a Redis restart is a pause, not a crash.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
@@ -20,6 +22,14 @@ from redis.exceptions import ConnectionError, TimeoutError
 from arkq.backoff import REDIS_BACKOFF, RedisClientBackoff
 from arkq.errors import ConfigError
 from config_module.settings import ArkConfig
+
+_T = TypeVar("_T")
+
+
+def reply(value: Awaitable[_T] | _T) -> Awaitable[_T]:
+    """A command's reply, typed as what the asyncio client returns: an awaitable. redis-py annotates
+    each command as "awaitable or not", since one class body serves its sync and async clients."""
+    return cast("Awaitable[_T]", value)
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,7 @@ def connect(config: ArkConfig, url: str | None = None, *, retry_s: float | None 
     """A client for `url` (default `redis.url`); it connects on its first command."""
     options = redis_options(config, url, retry_s=retry_s)
     try:
-        return Redis.from_url(
+        client: Redis = Redis.from_url(
             options.url,
             username=options.username,
             password=options.password,
@@ -69,6 +79,7 @@ def connect(config: ArkConfig, url: str | None = None, *, retry_s: float | None 
         )
     except ValueError as error:
         raise ConfigError(f"redis.url {_without_password(options.url)!r}: {error}") from None
+    return client
 
 
 def _without_password(url: str) -> str:

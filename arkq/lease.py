@@ -153,7 +153,7 @@ class LeaseKeeper:
         """Remove arq claims whose worker died before it turned them into a lease."""
         now_ms = int(time.time() * 1000)
         args = [now_ms, REAP_SCAN_LIMIT, self._claim_ttl_ms, self._ttl_ms, ARQ_CLAIM_PREFIX]
-        reaped = await scripts.LEASE_REAP(self._redis, keys=[self._queue_name], args=args)
+        reaped: int = await scripts.LEASE_REAP(self._redis, keys=[self._queue_name], args=args)
         if reaped:
             logger.warning("released %d job(s) claimed by a worker that died before starting them", reaped)
         return reaped

@@ -77,7 +77,6 @@ class ToolMessage(Message):
 
 AnyMessage = Annotated[UserMessage | SystemMessage | AIMessage | ToolMessage, Field(discriminator="role")]
 _any_message: TypeAdapter[Message] = TypeAdapter(AnyMessage)
-_messages: TypeAdapter[list[Message]] = TypeAdapter(list[AnyMessage])
 
 
 def to_role_class(message: Message | Mapping[str, Any]) -> Message:

@@ -195,7 +195,7 @@ async def _pubsub_hops(redis: Redis, count: int) -> list[float]:
                 pass
             hops.append(time.time() - began)
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     return hops
 
 

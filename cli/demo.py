@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import arq.worker
 import fakeredis
 from arq.connections import ArqRedis
 from arq.worker import Worker
+from redis.asyncio import Redis
 
 from arkq.envelope import deserialize, serialize
 from config_module import loader
@@ -24,13 +26,13 @@ from producer import Job, Producer
 from worker.settings import worker_options
 
 
-async def _no_server_info(redis: Any, log: Any) -> None:
+async def _no_server_info(redis: Redis, log_func: Callable[[str], Any]) -> None:
     """fakeredis has no INFO command, which arq's worker only uses to log the server's version."""
-    log("redis: in-process fakeredis")
+    log_func("redis: in-process fakeredis")
 
 
 async def demo(prompt: str, *, itl_ms: float = 30.0) -> int:
-    arq.worker.log_redis_info = _no_server_info  # type: ignore[assignment]
+    arq.worker.log_redis_info = _no_server_info  # type: ignore[attr-defined]  # arq imports it unexported
     fake = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     redis = ArqRedis(
         connection_pool=fake.connection_pool,

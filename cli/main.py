@@ -76,7 +76,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from worker import WorkerSettings
 
     logging.config.dictConfig(default_log_config(args.verbose))
-    run_arq_worker(WorkerSettings, burst=args.burst)  # type: ignore[arg-type]  # arq types it a Protocol
+    run_arq_worker(WorkerSettings, burst=args.burst)
     return exit_codes.OK
 
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from . import completion
 from .completion import Turn, fault_error
@@ -83,7 +84,7 @@ def _error_response(error: ApiError) -> web.Response:
     return _json(body, status=error.status, headers=error.headers)
 
 
-def _auth_middleware(api_key: str) -> Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]:
+def _auth_middleware(api_key: str) -> Middleware:
     """SGLang's ``add_api_key_middleware``: /health* and /metrics stay open.
 
     ``/stats`` is the emulator's own endpoint and stays open too, so harnesses can read it

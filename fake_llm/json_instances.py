@@ -158,7 +158,8 @@ class _Generator:
                 if entry not in JSON_TYPES:
                     raise SchemaError(f"unknown type {entry!r}")
             non_null = [t for t in declared if t != "null"]
-            return self._rng.choice(non_null or declared)
+            chosen: str = self._rng.choice(non_null or declared)
+            return chosen
         raise SchemaError(f"`type` must be a string or a non-empty array, not {declared!r}")
 
     # -- per-type builders ------------------------------------------------------------
@@ -365,7 +366,7 @@ class _Generator:
         # candidates whose quotient round-trips, as validators test exactly that.
         start = self._rng.randint(k_lo, k_hi)
         for k in (*range(start, min(k_hi, start + 64) + 1), *range(k_lo, min(k_hi, k_lo + 64) + 1)):
-            value = round(k * step, 12)
+            value = round(float(k * step), 12)
             if (value / step).is_integer():
                 return value
         raise SchemaError("`multipleOf` has no exactly representable multiple within bounds")

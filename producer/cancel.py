@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Literal, cast
 
 from redis.asyncio import Redis
 
@@ -56,4 +56,6 @@ async def cancel_job(redis: Redis, job_id: str, config: ArkConfig) -> CancelOutc
         result.model_dump_json(),
     ]
     outcome = await scripts.CANCEL(redis, keys=keys, args=args)
-    return outcome.decode() if isinstance(outcome, bytes) else outcome
+    decoded = outcome.decode() if isinstance(outcome, bytes) else outcome
+    assert decoded in {"cancelled", "cancelling", "ended", "unknown"}, decoded
+    return cast(CancelOutcome, decoded)

@@ -19,4 +19,5 @@ async def redis_answers_within(seconds: float) -> AsyncIterator[None]:
         async with asyncio.timeout(seconds):
             yield
     except (TimeoutError, RedisConnectionError, RedisTimeoutError) as error:
-        raise RedisUnavailable(f"Redis did not answer within {seconds} s: {error or 'timed out'}") from error
+        detail = str(error) or "timed out"
+        raise RedisUnavailable(f"Redis did not answer within {seconds} s: {detail}") from error

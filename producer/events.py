@@ -8,13 +8,14 @@ the log, which holds every event before any live one (the worker appends before 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arkq.backoff import Outage
+from arkq.connection import reply
 from arkq.contract import TERMINAL_EVENT_TYPES, Event, parse_event
 from arkq.errors import JobLost
 from arkq.keys import event_channel, event_log_key
@@ -32,7 +33,7 @@ async def read_events(
     from_seq: int = 0,
     quiet_check_s: float = QUIET_CHECK_S,
     retry_s: float = 30.0,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Every event of the job from `from_seq`, each once, ending after the terminal one.
 
     When the channel has been quiet, `is_pending` (queued or running?) decides whether to keep waiting:
@@ -50,7 +51,7 @@ async def read_events(
                 # Pending is asked before the log is read: a job that ends in between has its
                 # terminal event in the log by then (the worker publishes it before arq lets go).
                 pending = await is_pending() if quiet else True
-                backlog = await redis.lrange(log_key, next_seq, -1)
+                backlog = await reply(redis.lrange(log_key, next_seq, -1))
                 outage.over()
                 for raw in backlog:
                     event = parse_event(raw)
@@ -82,8 +83,8 @@ async def read_events(
                 # Redis went away (a restart, a failover): wait, subscribe again, and catch up from the
                 # log, which kept whatever was published meanwhile.
                 await outage.wait(error)
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 pubsub = redis.pubsub()
                 await pubsub.subscribe(channel)
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # as above

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from redis.asyncio import Redis
 
 from arkq import lease
+from arkq.connection import reply
 from arkq.contract import TERMINAL_EVENT_TYPES, Event, JobResult, parse_event
 from arkq.errors import JobCancelled, JobFailed, JobNotFound, StreamReset
 from arkq.keys import arq_job_key, event_log_key, lease_key, result_key
@@ -34,13 +35,13 @@ class Job:
         """Whether Redis still knows the job: queued, running, or finished within its keep-result time."""
         keys = (arq_job_key(self.id), lease_key(self.id), event_log_key(self.id), result_key(self.id))
         async with redis_answers_within(self._answer_within):
-            return await self._redis.exists(*keys) > 0
+            return bool(await self._redis.exists(*keys))
 
     async def is_pending(self) -> bool:
         """Whether the job is queued (or waiting for a retry) or running."""
         return await lease.is_held(self._redis, self.id)
 
-    async def events(self, *, from_seq: int = 0) -> AsyncIterator[Event]:
+    async def events(self, *, from_seq: int = 0) -> AsyncGenerator[Event, None]:
         """Every event from `from_seq`, in order, whenever it is called; ends after `done`, `error` or
         `cancelled`. Raises JobNotFound for an ID that Redis does not know, JobLost for a job that is no
         longer queued or running but never ended. A Redis restart is a pause, not an error."""
@@ -59,7 +60,7 @@ class Job:
             async for event in events:
                 yield event
 
-    async def tokens(self) -> AsyncIterator[str]:
+    async def tokens(self) -> AsyncGenerator[str, None]:
         """The answer's text as it streams, token by token, from the latest attempt only.
 
         If the attempt being followed is voided (`reset`: its worker died, or its stream failed) after
@@ -81,7 +82,7 @@ class Job:
     async def _latest_attempt_seq(self) -> int:
         """The seq of the last `reset` in the log (0 if none): earlier output is void."""
         async with redis_answers_within(self._answer_within):
-            history = await self._redis.lrange(event_log_key(self.id), 0, -1)
+            history = await reply(self._redis.lrange(event_log_key(self.id), 0, -1))
         for seq in range(len(history) - 1, -1, -1):
             if b'"type":"reset"' in history[seq] and parse_event(history[seq]).type == "reset":
                 return seq

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 
 import arq
 import arq.worker
+from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -76,7 +77,7 @@ _installed = False
 
 async def pick_jobs(redis: Redis, queue_name: str, wanted: int) -> list[bytes]:
     """Up to `wanted` IDs of due jobs that no worker holds, oldest first."""
-    now_ms = arq.worker.timestamp_ms()
+    now_ms = timestamp_ms()
     args = [now_ms, wanted, ARQ_CLAIM_PREFIX, PICK_SCAN_LIMIT]
     picked: list[bytes] = await scripts.PICK(redis, keys=[queue_name], args=args)
     return picked
@@ -136,5 +137,5 @@ def install() -> None:
             ARQ_VERSION,
         )
     arq.worker.poll = wakeup.wakeable_poll  # type: ignore[attr-defined]  # arq has no hook: see above
-    arq.worker.Worker._poll_iteration = poll_round  # type: ignore[method-assign]  # see above
+    arq.worker.Worker._poll_iteration = poll_round  # type: ignore[method-assign, assignment]  # see above
     _installed = True

@@ -94,7 +94,7 @@ class Output:
         result.timings.first_token_at = self.first_token_at
 
 
-async def generate(ctx: dict[str, Any], /, *args: Any, **kwargs: Any) -> dict[str, str]:
+async def generate(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, str]:
     """arq entry point: take the job's lease, run it, and end it with one terminal event."""
     leases: LeaseKeeper = ctx["leases"]
     job_id: str = ctx["job_id"]

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from arkq import lease, scripts
+from arkq.connection import reply
 from arkq.contract import (
     TERMINAL_EVENT_TYPES,
     Event,
@@ -109,9 +110,9 @@ class EventWriter:
             for publisher, *_ in batch:
                 publisher.failed(error)
             return
-        for (publisher, events, *_), reply in zip(batch, replies, strict=True):
-            if reply < 0:
-                publisher.failed(lease.refused(publisher.job_id, reply))
+        for (publisher, events, *_), length in zip(batch, replies, strict=True):
+            if length < 0:
+                publisher.failed(lease.refused(publisher.job_id, length))
             else:
                 publisher.wrote(len(events))
                 if publisher.has_backlog:
@@ -181,7 +182,7 @@ class EventPublisher:
         cls, redis: Redis, job_id: str, *, token: str, channel_prefix: str, log_ttl_s: float
     ) -> EventPublisher:
         """Read what earlier attempts published: on a first attempt the log is empty and this is cheap."""
-        history = [parse_event(raw) for raw in await redis.lrange(event_log_key(job_id), 0, -1)]
+        history = [parse_event(raw) for raw in await reply(redis.lrange(event_log_key(job_id), 0, -1))]
         return cls(
             redis, job_id, token=token, channel_prefix=channel_prefix, log_ttl_s=log_ttl_s, history=history
         )
@@ -198,13 +199,13 @@ class EventPublisher:
         """Send a piece of output text; returns once it is queued for writing, not written."""
         await self._queue(kind, self._encode_text(self.next_seq, kind, text))
 
-    async def emit(self, event_type: type[Event], **fields: Any) -> Event:  # type: ignore[valid-type]
+    async def emit(self, event_type: type[Event], **fields: Any) -> Event:
         """Send any event, like `emit_text`."""
         event = event_type(job_id=self.job_id, seq=self.next_seq, **fields)
         await self._queue(event.type, encode_event(event))
         return event
 
-    async def publish(self, event_type: type[Event], **fields: Any) -> Event:  # type: ignore[valid-type]
+    async def publish(self, event_type: type[Event], **fields: Any) -> Event:
         """Send an event and wait until it (and everything before it) is written."""
         event = await self.emit(event_type, **fields)
         await self.flush()
@@ -212,7 +213,7 @@ class EventPublisher:
 
     async def end(
         self, result: JobResult, event_type: type[Event], keep_result_s: float, **fields: Any
-    ) -> Event:  # type: ignore[valid-type]
+    ) -> Event:
         """Store the result and publish the terminal event, in one step: whoever sees the event can read
         the result, and an attempt that lost its lease can write neither."""
         await self.flush()  # the result rides with the call that carries the terminal event alone

@@ -65,4 +65,4 @@ async def listen(redis: Redis, queue_name: str) -> None:
             logger.warning("wake-up channel lost (%s); listening again in %.2f s", error, delay)
             await asyncio.sleep(delay)
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated

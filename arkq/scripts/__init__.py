@@ -15,6 +15,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from arkq.connection import reply
+
 
 class Script:
     """One of arkq's scripts: `await SCRIPT(redis, keys=[...], args=[...])`."""
@@ -31,9 +33,9 @@ class Script:
 
     async def __call__(self, redis: Redis, *, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            return await reply(redis.evalsha(self.sha, len(keys), *keys, *args))
         except NoScriptError:
-            return await redis.eval(self.source, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            return await reply(redis.eval(self.source, len(keys), *keys, *args))
 
 
 ENQUEUE = Script("enqueue")
