@@ -258,25 +258,29 @@ class Timings(BaseModel):
     first_token_at: float | None = None
     finished_at: float
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use; mypy rejects decorated properties
     @property
     def queued_s(self) -> float:
         return self.started_at - self.enqueued_at
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use; mypy rejects decorated properties
     @property
     def ttft_s(self) -> float | None:
         return None if self.first_token_at is None else self.first_token_at - self.started_at
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use; mypy rejects decorated properties
     @property
     def total_s(self) -> float:
         return self.finished_at - self.enqueued_at
 
 
+#: How a job ended.
+JobStatus = Literal["done", "error", "cancelled"]
+
+
 class JobResult(BaseModel):
     job_id: str
-    status: Literal["done", "error", "cancelled"]
+    status: JobStatus
     text: str = ""
     #: The parsed JSON when the job asked for a json_schema and the text parses.
     parsed: Any = None

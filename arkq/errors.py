@@ -20,8 +20,8 @@ particular failure catches its class. Where a built-in meaning fits, a class is 
     ├── LeaseLost              (worker) another attempt holds the job's lease: this one must stop
     └── JobEnds                (worker) the job ends now, without another attempt, with this error
 
-The emulator's own errors (`fake_llm`) are ArkqErrors too; they never leave it as exceptions (it
-answers with SGLang's error bodies).
+The tools' own errors are ArkqErrors too, and never reach a user as exceptions: the emulator's
+(`fake_llm`) become SGLang's error bodies, `arkq check-llm`'s a one-line message.
 
 This module imports nothing of arkq, so every layer, the settings included, can raise from the tree.
 """

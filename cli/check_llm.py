@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx2
 
+from arkq.errors import ArkqError
 from cli import exit_codes
 from config_module import loader
 
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class Unusable(Exception):
+class Unusable(ArkqError):
     """The server answered, and waiting will not change its answer."""
 
 

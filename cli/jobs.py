@@ -16,7 +16,7 @@ from cli import exit_codes
 from producer import Job, Producer
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     submit = commands.add_parser("submit", help="enqueue a prompt and stream the reply")
     submit.add_argument("prompt")
     submit.add_argument("--system", help="a system message before the prompt")

@@ -176,7 +176,7 @@ async def _linger(turn: Turn, progress: _Progress) -> None:
     for _ in range(progress.sent, turn.plan.completion_tokens):
         await turn.active.sleep(turn.itl)
         if turn.active.aborted:  # set by an abort while this task slept (mypy keeps the narrowing)
-            turn.stats.aborted += 1  # type: ignore[unreachable]
+            turn.stats.aborted += 1  # type: ignore[unreachable]  # see the line above
             return
 
 

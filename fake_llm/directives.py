@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from arkq.errors import ArkqError
+
 __all__ = ["DirectiveError", "Directives", "FaultBudget", "parse_directives", "strip_directives"]
 
 DIRECTIVE_RE = re.compile(r"\[\[arkq:([^\[\]]*)\]\]")
@@ -23,7 +25,7 @@ _FLOAT_KEYS = frozenset({"ttft_ms", "itl_ms"})
 FAULT_KEYS = frozenset({"status", "stream_error", "cut_after", "context_overflow"})
 
 
-class DirectiveError(ValueError):
+class DirectiveError(ArkqError, ValueError):
     """A directive names an unknown key or carries a value of the wrong kind."""
 
 

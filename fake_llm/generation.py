@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from arkq.errors import ArkqError
+
 from .directives import Directives, strip_directives
 from .json_instances import SchemaError, generate_instance
 from .protocol import ChatRequest
@@ -53,7 +55,7 @@ _JSON_PIECE = re.compile(r"\s*(?:\w+|[^\w\s]{1,2})|\s+")
 FinishReason = Literal["stop", "length", "tool_calls"]
 
 
-class GrammarError(Exception):
+class GrammarError(ArkqError):
     """A schema cannot be compiled into a grammar (SGLang: "Invalid grammar request")."""
 
     def __init__(self, schema: Any, reason: str) -> None:

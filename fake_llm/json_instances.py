@@ -18,6 +18,8 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from arkq.errors import ArkqError
+
 __all__ = ["SchemaError", "check_schema", "generate_instance"]
 
 JSON_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
@@ -33,7 +35,7 @@ _MAX_DEPTH = 12
 _UNBOUNDED_SPAN = 100
 
 
-class SchemaError(ValueError):
+class SchemaError(ArkqError, ValueError):
     """The schema is malformed or cannot be satisfied."""
 
 
@@ -333,7 +335,8 @@ class _Generator:
         if flo is None and fhi is None:
             flo, fhi = 0.0, float(_UNBOUNDED_SPAN)
         elif flo is None:
-            flo = fhi - _UNBOUNDED_SPAN  # type: ignore[operator]
+            assert fhi is not None  # both None was the case above
+            flo = fhi - _UNBOUNDED_SPAN
         elif fhi is None:
             fhi = flo + _UNBOUNDED_SPAN
         assert flo is not None and fhi is not None

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Literal
 
+from arkq.errors import ArkqError
+
 from .json_instances import SchemaError, check_schema
 
 __all__ = ["ApiError", "ChatRequest", "ToolSpec", "parse_chat_request"]
@@ -21,7 +23,7 @@ __all__ = ["ApiError", "ChatRequest", "ToolSpec", "parse_chat_request"]
 ResponseKind = Literal["text", "json_object", "json_schema"]
 
 
-class ApiError(Exception):
+class ApiError(ArkqError):
     """A request that ends in an HTTP error with SGLang's flat error body."""
 
     def __init__(

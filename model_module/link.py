@@ -168,11 +168,12 @@ class ArkModelLink:
         """Close the client and its connections. The link stays usable: a later call opens a new one."""
         client, keeper = self._client, self._keeper
         self._client, self._client_loop, self._keeper = None, None, None
-        if keeper is not None:
-            if not keeper.ag_running:  # else its loop's shutdown is closing the client right now
-                await keeper.aclose()  # closes the client, unless its loop's shutdown already did
-        elif client is not None:
-            await client.close()
+        if client is not None:
+            await client.close()  # a no-op if its loop's shutdown closed it first
+        # Retire the keeper now rather than leave its loop a task to run; one already running is the
+        # loop's shutdown closing this client, and a second `aclose()` on it would raise.
+        if keeper is not None and not keeper.ag_running:
+            await keeper.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -380,7 +381,8 @@ async def _keep(client: AsyncOpenAI) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        await client.close()
+        if not client.is_closed():  # `ArkModelLink.aclose` may have closed it already
+            await client.close()
 
 
 def _start_keeper(client: AsyncOpenAI) -> AsyncGenerator[None, None]:

@@ -29,6 +29,7 @@ from arkq.contract import (
     ErrorInfo,
     GenerationRequest,
     JobResult,
+    JobStatus,
     ResetEvent,
     StartedEvent,
     Timings,
@@ -186,10 +187,10 @@ class GenerationJob:
         result.error = error
         return result
 
-    def new_result(self, status: str) -> JobResult:
+    def new_result(self, status: JobStatus) -> JobResult:
         result = JobResult(
             job_id=self.publisher.job_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             attempts=self.publisher.attempts,
             timings=Timings(
                 enqueued_at=self.enqueued_at, started_at=self.started_at, finished_at=time.time()

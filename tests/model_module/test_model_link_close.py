@@ -89,6 +89,23 @@ SCRIPTS = {
         asyncio.run(test())
         asyncio.run(close())
     """,
+    # `async with` in an async generator left suspended: the loop's shutdown closes it and the link's
+    # client together, in an order that depends on where they land in memory, hence four runs.
+    "async_with_in_suspended_generator": """
+        async def session():
+            async with ArkModelLink(base_url=BASE_URL) as llm:
+                yield await llm.generate_response(messages, None)
+                yield "never reached"
+
+        async def test(padding):
+            global suspended
+            shift = [session() for _ in range(padding)]
+            suspended = session()
+            print(await anext(suspended))
+
+        for padding in range(4):
+            asyncio.run(test(padding))
+    """,
     # Dropped while its loop keeps running: the client is closed then, not at exit.
     "dropped_mid_loop": """
         async def ask():
@@ -105,7 +122,7 @@ SCRIPTS = {
     """,
 }
 
-EXPECTED_LINES = {"global_link_two_loops": 2}
+EXPECTED_LINES = {"global_link_two_loops": 2, "async_with_in_suspended_generator": 4}
 
 
 @pytest.fixture(scope="module")
