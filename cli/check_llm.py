@@ -16,12 +16,13 @@ from typing import Any
 
 import httpx2
 
+from arkq.backoff import Backoff
 from arkq.errors import ArkqError
 from cli import exit_codes
 from config_module import loader
 
-#: Seconds between two tries while the server is not answering yet.
-RETRY_EVERY_S = 2.0
+#: Between two tries while the server is not answering yet (arkq's one backoff policy).
+PATIENCE = Backoff(base_s=0.25, max_s=2.0)
 HINTS = (
     "  GPU host:  docker compose --profile gpu up  (or COMPOSE_PROFILES=gpu in .env)\n"
     "  no GPU:    docker compose --profile cpu up  (the SGLang emulator), or `arkq fake-llm`\n"
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     base = llm.base_url.rstrip("/")
     key = llm.api_key.get_secret_value() if llm.api_key else "-"
     deadline = time.monotonic() + max(0.0, args.wait)
+    tries = 0
     while True:
         try:
             served = _served_models(base, key, timeout_s=llm.connect_timeout_s + 5)
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         if time.monotonic() >= deadline:
             print(f"arkq: no LLM server answers at {base} ({problem}).\n{HINTS}", file=sys.stderr)
             return exit_codes.LLM_UNREACHABLE
-        time.sleep(RETRY_EVERY_S)
+        time.sleep(PATIENCE.delay(tries))
+        tries += 1
     print(f"arkq: LLM server at {base} serves {served}")
     if llm.model_name not in served:
         print(
