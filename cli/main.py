@@ -27,7 +27,16 @@ def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], Any]:
     """A handler that imports `module` only when its command runs."""
 
     def handler(args: argparse.Namespace) -> Any:
-        return getattr(importlib.import_module(module), function)(args)
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name is None or not module.startswith(error.name):
+                raise
+            # The image ships no benchmark: it runs from a checkout (`pip install -e '.[dev]'`).
+            raise ConfigError(
+                f"`arkq {args.command}` is not installed here ({module}): run it from a checkout"
+            ) from None
+        return getattr(loaded, function)(args)
 
     return handler
 
