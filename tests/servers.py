@@ -45,7 +45,7 @@ class PersistentRedis:
     def restart(self, down_s: float = 1.0) -> None:
         """Stop it, stay down for `down_s`, start it again on the same port with the same files."""
         self.process.stop()
-        time.sleep(down_s)
+        time.sleep(down_s)  # fixed: the outage itself, which clients must ride out
         self.process, _ = start_redis(self.directory, *self.ARGS, port=self.port)
 
     def stop(self) -> None:

@@ -8,10 +8,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
+
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration  # starts `python -m fake_llm` as a process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,17 +56,19 @@ def test_module_entry_point_serves_health_and_models() -> None:
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
+    health: list[tuple[int, bytes]] = []
+
+    def answers() -> bool:
+        try:
+            health.append(get(f"{base}/health"))
+            return True
+        except (urllib.error.URLError, ConnectionError):
+            assert process.poll() is None, process.communicate()[0].decode()
+            return False
+
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                status, body = get(f"{base}/health")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert process.poll() is None, process.communicate()[0].decode()
-                assert time.monotonic() < deadline, "emulator did not come up"
-                time.sleep(0.05)
-        assert (status, body) == (200, b"")
+        wait_until(answers, 15, "the emulator's /health")
+        assert health == [(200, b"")]
 
         status, body = get(f"{base}/v1/models")
         models = json.loads(body)

@@ -13,6 +13,7 @@ import pytest
 
 from fake_llm import FakeLLMServer, running_fake_llm
 from fake_llm.directives import DirectiveError, FaultBudget, parse_directives
+from tests.waiting import until
 
 
 def say(text: str) -> list[Any]:
@@ -24,11 +25,7 @@ async def drain(stream: Any) -> list[Any]:
 
 
 async def wait_for(predicate: Any, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+    await until(predicate, timeout, "the emulator's stats")
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -207,6 +204,8 @@ async def test_abort_request_on_a_non_streamed_request(
         )
     )
     await wait_for(lambda: srv.stats.active == 1)
+    # A fixed pause: a non-streamed answer's length is the time it ran (20 ms to the first token, 20 ms
+    # a token), so the abort must come some tokens' time after the start; there is nothing to poll.
     await asyncio.sleep(0.1)
     async with aiohttp.ClientSession() as http, http.post(f"{srv.url}/abort_request", json={"rid": "slow"}):
         pass

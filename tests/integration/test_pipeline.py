@@ -14,8 +14,10 @@ import redis.asyncio
 from pydantic import BaseModel
 
 from arkq.envelope import JOB_FUNCTION, encode_job, serialize
+from arkq.keys import health_check_key, wake_channel
 from producer import InvalidRequest, JobFailed, Producer
 from tests.servers import WorkerFleet
+from tests.waiting import until
 
 
 async def events_of(producer: Producer, job_id: str) -> list:
@@ -253,7 +255,16 @@ async def test_an_enqueue_wakes_an_idle_worker_without_waiting_for_its_poll(
 ) -> None:
     fleet.env["ARK_WORKER__POLL_DELAY_S"] = "60"  # the fallback poll alone would take a minute
     fleet.start(1)
-    await asyncio.sleep(1)  # the worker has polled once and is now waiting
+    queue = producer.config.queue.name
+
+    async def polled_once_and_listening() -> bool:
+        # arq writes its heartbeat at the end of a poll round; the wake-up listener is subscribed once
+        # the wake channel has a subscriber.
+        heartbeats = await producer.redis.keys(health_check_key(queue, "*"))
+        [(_, listeners)] = await producer.redis.pubsub_numsub(wake_channel(queue))
+        return bool(heartbeats) and listeners >= 1
+
+    await until(polled_once_and_listening, 10, "the worker to poll once and wait")
     for index in range(3):
         job = await producer.enqueue([{"role": "user", "content": f"wake {index} [[arkq:tokens=3]]"}])
         assert (await job.result(timeout=10)).usage["completion_tokens"] == 3

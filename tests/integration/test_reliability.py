@@ -25,6 +25,7 @@ from tests.servers import (
     worker_pid,
 )
 from tests.streams import assert_one_end, text_of_last_attempt
+from tests.waiting import until
 
 LEASE = {"ARK_WORKER__LEASE_S": "2", "ARK_WORKER__LEASE_RENEW_S": "0.2"}
 
@@ -244,7 +245,8 @@ async def test_sigterm_lets_running_jobs_finish(fleet: WorkerFleet, producer: Pr
     job = await producer.enqueue([{"role": "user", "content": "finish me [[arkq:tokens=40 itl_ms=25]]"}])
     await first_event(producer, job.id, "token")
     worker.popen.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.5)  # the worker has taken the signal and stopped picking jobs
+    stopped_picking = "Setting allow_pick_jobs to `False`"  # arq logs it as it takes the signal
+    await until(lambda: stopped_picking in worker.log(), 10, "the worker to stop picking jobs")
     later = await producer.enqueue([{"role": "user", "content": "not taken by a stopping worker"}])
     result = await job.result(timeout=20)
     assert result.attempts == 1 and result.usage["completion_tokens"] == 40
@@ -288,7 +290,7 @@ async def test_a_job_nobody_waits_for_any_more_is_dropped_with_an_error(
 ) -> None:
     fleet.env["ARK_QUEUE__JOB_EXPIRY_S"] = "1"
     job = await producer.enqueue([{"role": "user", "content": "stale"}])
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # fixed: the job must outlive its 1 s expiry before any worker starts
     before = (await emulator_stats(fake_llm))["requests"]
     fleet.start(1)
     with pytest.raises(JobFailed) as failed:

@@ -39,7 +39,7 @@ async def chaos(fleet: WorkerFleet, redis: PersistentRedis, rng: random.Random, 
     """SIGKILL a random worker now and then (and start a fresh one, as compose would), and restart
     Redis once, half-way."""
     for round_ in range(KILLS + 1):
-        await asyncio.sleep(rng.uniform(1.5, 2.5))
+        await asyncio.sleep(rng.uniform(1.5, 2.5))  # fixed: the chaos's own pace, between two blows
         if round_ == KILLS // 2:
             await asyncio.to_thread(redis.restart, 0.5)
             log.append("redis restarted")
@@ -76,7 +76,7 @@ async def test_soak_kills_and_a_redis_restart_lose_no_job_and_no_token(
             chaos_task = asyncio.create_task(chaos(fleet, aof_redis, rng, chaos_log))
             for text, _ in planned:
                 jobs.append(await producer.enqueue([{"role": "user", "content": text}]))
-                await asyncio.sleep(0.02)  # a steady stream of work while the chaos goes on
+                await asyncio.sleep(0.02)  # fixed: a steady stream of work while the chaos goes on
             await chaos_task
             sequences = await asyncio.wait_for(asyncio.gather(*(collect(job) for job in jobs)), timeout=240)
             outcomes: Counter[str] = Counter()

@@ -6,7 +6,6 @@ link really sent, which is how the retry policy is checked from the outside.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import socket
@@ -29,6 +28,7 @@ from model_module import (
     ToolCallDelta,
     UserMessage,
 )
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -221,10 +221,7 @@ async def test_leaving_the_stream_early_disconnects(llm: ArkModelLink, srv: Any)
         assert isinstance(event, TextDelta)
         break
     await events.aclose()
-    for _ in range(100):
-        if srv.stats.disconnected:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: srv.stats.disconnected >= 1, 1, "the emulator to see the disconnect")
     assert srv.stats.disconnected == 1
     assert srv.stats.completed == 0
 

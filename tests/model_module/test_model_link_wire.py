@@ -69,10 +69,10 @@ def sse_handler(
         await response.prepare(request)
         for number, part in enumerate(parts):
             if number == pause_before:
-                await asyncio.sleep(pause_s)
+                await asyncio.sleep(pause_s)  # fixed: the server's stall is what the test is about
             await response.write(part)
         if hold_open_s:
-            await asyncio.sleep(hold_open_s)
+            await asyncio.sleep(hold_open_s)  # fixed: a server that keeps the stream open, on purpose
         await response.write_eof()
         return response
 
@@ -224,7 +224,7 @@ async def test_closing_the_stream_early_closes_the_request() -> None:
         try:
             while True:
                 await response.write(chunk({"content": "x"}))
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # fixed: the endless server's pace between tokens
         except (ConnectionResetError, asyncio.CancelledError):
             disconnected.set()
             raise

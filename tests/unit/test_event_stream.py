@@ -13,6 +13,7 @@ from arkq.contract import DoneEvent, StartedEvent, TokenEvent, encode_event, par
 from arkq.errors import JobLost, LeaseLost
 from arkq.keys import event_channel, event_log_key, lease_key
 from producer.events import read_events
+from tests.waiting import until
 from worker.publisher import EventPublisher, EventWriter
 
 PREFIX = "ark:tokens:"
@@ -25,6 +26,28 @@ async def still_pending() -> bool:
 async def collect(redis: ArqRedis, job_id: str, is_pending=still_pending) -> list:
     reader = read_events(redis, job_id, channel_prefix=PREFIX, is_pending=is_pending, quiet_check_s=0.05)
     return [event async for event in reader]
+
+
+def log_readers(redis: ArqRedis) -> set[asyncio.Task]:
+    """The tasks that have read a replay log through `redis`, filled in as they do. A reader subscribes
+    before it reads the log, so one in this set follows the live channel from then on."""
+    readers: set[asyncio.Task] = set()
+    lrange = redis.lrange
+
+    async def recorded(*args: object) -> list:
+        rows = await lrange(*args)
+        task = asyncio.current_task()
+        if task is not None:
+            readers.add(task)
+        return rows
+
+    redis.lrange = recorded  # type: ignore[method-assign]  # this test's own client
+    return readers
+
+
+async def following(readers: set[asyncio.Task], reader: asyncio.Task) -> None:
+    """Until `reader` has subscribed and read the log once: it is waiting on the live channel."""
+    await until(lambda: reader in readers or reader.done(), 2, "the reader to follow the live channel")
 
 
 async def publisher(redis: ArqRedis, job_id: str = "j", token: str = "attempt-1") -> EventPublisher:
@@ -66,13 +89,14 @@ async def collect_now(redis: ArqRedis) -> list:
 
 async def test_readers_arriving_before_during_and_after_see_the_same_sequence(fake_redis: ArqRedis) -> None:
     pub = await publisher(fake_redis)
+    readers = log_readers(fake_redis)
     early = asyncio.create_task(collect(fake_redis, "j"))
-    await asyncio.sleep(0.05)
+    await following(readers, early)
     await pub.publish(StartedEvent, attempt=1, worker="w")
     for text in "abc":
         await pub.publish(TokenEvent, text=text)
     middle = asyncio.create_task(collect(fake_redis, "j"))
-    await asyncio.sleep(0.05)
+    await following(readers, middle)
     for text in "def":
         await pub.publish(TokenEvent, text=text)
     await pub.publish(DoneEvent, finish_reason="stop", usage=None, text="abcdef")
@@ -84,8 +108,9 @@ async def test_readers_arriving_before_during_and_after_see_the_same_sequence(fa
 
 
 async def test_a_lost_live_message_is_recovered_from_the_log(fake_redis: ArqRedis) -> None:
+    readers = log_readers(fake_redis)
     reader = asyncio.create_task(collect(fake_redis, "j"))
-    await asyncio.sleep(0.05)
+    await following(readers, reader)
     channel, log = event_channel(PREFIX, "j"), event_log_key("j")
     events = [
         StartedEvent(job_id="j", seq=0, attempt=1, worker="w"),
@@ -101,8 +126,9 @@ async def test_a_lost_live_message_is_recovered_from_the_log(fake_redis: ArqRedi
 
 async def test_duplicated_live_messages_are_yielded_once(fake_redis: ArqRedis) -> None:
     pub = await publisher(fake_redis)
+    readers = log_readers(fake_redis)
     reader = asyncio.create_task(collect(fake_redis, "j"))
-    await asyncio.sleep(0.05)
+    await following(readers, reader)
     token = await pub.publish(TokenEvent, text="x")
     await fake_redis.publish(event_channel(PREFIX, "j"), encode_event(token))
     await pub.publish(DoneEvent, finish_reason="stop", usage=None, text="x")
@@ -128,8 +154,9 @@ async def test_an_end_published_as_the_job_leaves_is_still_read(fake_redis: ArqR
     async def is_pending() -> bool:
         return pending
 
+    readers = log_readers(fake_redis)
     reader = asyncio.create_task(collect(fake_redis, "j", is_pending=is_pending))
-    await asyncio.sleep(0.1)
+    await following(readers, reader)  # it has read `started` and waits on the channel
     # The terminal event lands in the log without reaching the live channel, then the job is gone.
     done = DoneEvent(job_id="j", seq=1, finish_reason="stop", usage=None, text="")
     await fake_redis.rpush(event_log_key("j"), encode_event(done))
@@ -153,8 +180,9 @@ async def test_a_hot_stream_shares_round_trips_and_keeps_every_event_in_order(fa
     pub = await publisher(fake_redis)
     writer = EventWriter.of(fake_redis)
     counter = writer._call = CountingCalls(writer._call)
+    readers = log_readers(fake_redis)
     reader = asyncio.create_task(collect(fake_redis, "j"))
-    await asyncio.sleep(0.05)
+    await following(readers, reader)
     texts = [f"t{i} " for i in range(1000)]
     for text in texts:  # faster than Redis answers: nothing in between yields to the writer
         await pub.emit_text("token", text)
@@ -169,10 +197,12 @@ async def test_a_trickling_stream_sends_each_token_at_once(fake_redis: ArqRedis)
     pub = await publisher(fake_redis)
     for index in range(3):
         await pub.emit_text("token", str(index))
-        for _ in range(100):  # no flush: the token goes out by itself, without waiting for more
-            if await fake_redis.llen(event_log_key("j")) == index + 1:
-                break
-            await asyncio.sleep(0.01)
+
+        async def logged(count: int = index + 1) -> bool:
+            return await fake_redis.llen(event_log_key("j")) == count
+
+        # No flush: the token goes out by itself, within a second, without waiting for more.
+        await until(logged, 1, f"token {index} in the log")
         assert await fake_redis.llen(event_log_key("j")) == index + 1
 
 
@@ -222,13 +252,16 @@ async def test_a_writer_stopped_mid_call_fails_its_jobs_instead_of_leaving_them_
     pub = await publisher(fake_redis)
     writer = EventWriter.of(fake_redis)
 
+    in_flight = asyncio.Event()
+
     async def never_answers(*args: object) -> list[int]:
+        in_flight.set()
         await asyncio.Event().wait()
         return []
 
     writer._call = never_answers
     await pub.emit_text("token", "a")
-    await asyncio.sleep(0.01)  # the call is in flight
+    await asyncio.wait_for(in_flight.wait(), 2)  # the call is in flight
     assert writer._task is not None
     writer._task.cancel()
     with pytest.raises(RedisError):

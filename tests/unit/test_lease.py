@@ -49,11 +49,11 @@ async def test_a_lease_taken_over_stops_the_work(fake_redis: ArqRedis) -> None:
     leases = keeper(fake_redis)
     await claimed(fake_redis, "j")
     lease = await leases.acquire("j")
-    lease.work = asyncio.create_task(asyncio.sleep(30))
+    lease.work = asyncio.create_task(asyncio.sleep(30))  # fixed: stands for a long job's work
     await fake_redis.set(lease_key("j"), b"someone-else")
     await leases.renew_once()
     assert lease.stop is Stop.LEASE_LOST
-    await asyncio.sleep(0)
+    await asyncio.wait([lease.work], timeout=2)  # until the cancelled work has stopped
     assert lease.work.cancelled()
     assert (await fake_redis.get(lease_key("j"))) == b"someone-else", "never renews another's lease"
 
@@ -62,11 +62,11 @@ async def test_a_cancel_request_stops_the_work(fake_redis: ArqRedis) -> None:
     leases = keeper(fake_redis)
     await claimed(fake_redis, "j")
     lease = await leases.acquire("j")
-    lease.work = asyncio.create_task(asyncio.sleep(30))
+    lease.work = asyncio.create_task(asyncio.sleep(30))  # fixed: stands for a long job's work
     await fake_redis.set(cancel_key("j"), b"1")
     await leases.renew_once()
     assert lease.stop is Stop.CANCELLED
-    await asyncio.sleep(0)
+    await asyncio.wait([lease.work], timeout=2)  # until the cancelled work has stopped
     assert lease.work.cancelled()
 
 
