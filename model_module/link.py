@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import aclosing
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from contextlib import aclosing, suppress
+from types import AsyncGeneratorType, TracebackType
+from typing import Any, Self, TypeVar, cast
 
 import httpx2
 import openai
@@ -85,7 +86,8 @@ class ArkModelLink:
     """A connection to one OpenAI-compatible chat model, with arkq's error and retry policy.
 
     Every argument left as None takes its value from `config.llm` when the link is built. Use it as
-    `async with ArkModelLink() as llm:` or call `aclose()` when done, to release the connection pool.
+    `async with ArkModelLink() as llm:` or call `aclose()` when done, to release the connection pool
+    at once; a link never closed has its pool closed when it is garbage-collected or its loop ends.
     """
 
     def __init__(
@@ -123,7 +125,10 @@ class ArkModelLink:
         self.retry_policy = RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s)
         self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._keeper: AsyncGenerator[None, None] | None = None
+        self._keeper: AsyncGeneratorType[None, None] | None = None
+        # Loops in several threads may share the link. Unguarded, two could each make a client, and the
+        # one whose client was overwritten would have it closed under it by its dropped keeper.
+        self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -141,15 +146,16 @@ class ArkModelLink:
         (a second `asyncio.run`, one loop per test) gets a new client instead of a broken pool.
         """
         loop = _running_loop()
-        client = self._client
-        if client is None or (loop is not None and self._client_loop not in (None, loop)):
-            # An old client's keeper is left to its own loop, the only one that can close its pool.
-            client, self._client_loop, self._keeper = self._new_client(), None, None
-            self._client = client
-        if loop is not None and self._client_loop is None:
-            self._client_loop = loop
-            self._keeper = _start_keeper(client)
-        return client
+        with self._client_lock:
+            client = self._client
+            if client is None or (loop is not None and self._client_loop not in (None, loop)):
+                _release(self._keeper)  # the old client's loop may still be using it
+                client, self._client_loop, self._keeper = self._new_client(), None, None
+                self._client = client
+            if loop is not None and self._client_loop is None:
+                self._client_loop = loop
+                self._keeper = _start_keeper(client)
+            return client
 
     def _new_client(self) -> AsyncOpenAI:
         # `read` bounds the silence before the first token and between chunks, not the whole call.
@@ -166,14 +172,12 @@ class ArkModelLink:
 
     async def aclose(self) -> None:
         """Close the client and its connections. The link stays usable: a later call opens a new one."""
-        client, keeper = self._client, self._keeper
-        self._client, self._client_loop, self._keeper = None, None, None
+        with self._client_lock:
+            client = self._client
+            _release(self._keeper)
+            self._client, self._client_loop, self._keeper = None, None, None
         if client is not None:
-            await client.close()  # a no-op if its loop's shutdown closed it first
-        # Retire the keeper now rather than leave its loop a task to run; one already running is the
-        # loop's shutdown closing this client, and a second `aclose()` on it would raise.
-        if keeper is not None and not keeper.ag_running:
-            await keeper.aclose()
+            await client.close()  # a no-op if its loop's shutdown has closed it
 
     async def __aenter__(self) -> Self:
         return self
@@ -379,28 +383,43 @@ class ArkModelLink:
 
 async def _keep(client: AsyncOpenAI) -> AsyncGenerator[None, None]:
     try:
-        yield
-    finally:
-        if not client.is_closed():  # `ArkModelLink.aclose` may have closed it already
+        yield  # resumed: released (see `_release`); closed: close the client
+    except BaseException:
+        if not client.is_closed():
             await client.close()
+        raise
 
 
-def _start_keeper(client: AsyncOpenAI) -> AsyncGenerator[None, None]:
+def _start_keeper(client: AsyncOpenAI) -> AsyncGeneratorType[None, None]:
     """Tie `client` to the running loop's life, so a link nobody closes leaves no open connection.
 
     The ARKOS examples never close their link, and an aiohttp session still open when its loop goes
     away warns "Unclosed client session" at exit. A loop tracks every async generator iterated on it:
     `asyncio.run` closes those still suspended before it closes the loop, and one garbage-collected
-    earlier (with the link that holds it) is closed in a task on its loop. Either way this generator's
-    `finally` closes the client on the loop that owns its connections. Its first step reaches `yield`
-    without awaiting anything, so it can run here, outside any task.
+    earlier (with the link that holds it) is closed in a task on its loop. Either way the keeper closes
+    the client on the loop that owns its connections.
     """
-    keeper = _keep(client)
-    try:
-        keeper.asend(None).send(None)
-    except StopIteration:
-        pass
+    keeper = cast(AsyncGeneratorType[None, None], _keep(client))
+    _step(keeper)
     return keeper
+
+
+def _release(keeper: AsyncGeneratorType[None, None] | None) -> None:
+    """End `keeper` without closing its client. `aclose` closes the client itself; a client replaced
+    for another loop is left open, as only its own loop could close it and that loop, in another
+    thread, may still be using it.
+
+    A keeper already running is its loop's shutdown closing the client; resuming it would raise.
+    """
+    if keeper is not None and not keeper.ag_running:
+        _step(keeper)
+
+
+def _step(keeper: AsyncGenerator[None, None]) -> None:
+    # Neither the way to the keeper's `yield` nor the way on to its end awaits anything, so its step
+    # needs no task and can run in the synchronous `client` property.
+    with suppress(StopIteration, StopAsyncIteration):
+        keeper.asend(None).send(None)
 
 
 async def _drain(lines: AsyncIterator[str]) -> None:
