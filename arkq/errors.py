@@ -69,6 +69,7 @@ ErrorKind = Literal[
     "context_overflow",
     "auth",
     "stream",
+    "bad_response",
 ]
 ERROR_KINDS: frozenset[str] = frozenset(get_args(ErrorKind))
 #: Kinds where the same request may succeed on a later try: the fault is transient or on the server side.
