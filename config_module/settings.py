@@ -29,11 +29,14 @@ class LLMConfig(Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     #: Seconds without a byte from the server (first token or between chunks) before giving up.
     read_timeout_s: float = Field(120.0, gt=0)
-    #: Retries of a transient failure that happens before the first streamed delta.
+    #: Retries of transient failures before any output, for a whole job: a job sends at most
+    #: max_retries + 1 requests that fail before streaming anything, whatever its number of attempts.
     max_retries: int = Field(3, ge=0)
     #: Exponential backoff: base * 2**attempt, jittered, capped at backoff_max_s.
     backoff_base_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(8.0, gt=0)
+    #: The longest a server's Retry-After is waited for; a longer one is cut to this.
+    max_retry_after_s: float = Field(60.0, gt=0)
 
 
 class RedisConfig(Section):

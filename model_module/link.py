@@ -32,7 +32,7 @@ from arkq.messages import Message, format_messages
 from config_module import loader as _config_loader
 from model_module.errors import ModelError, from_openai_error, stream_incomplete
 from model_module.events import Finish, StreamEvent, TextDelta
-from model_module.retry import RetryPolicy
+from model_module.retry import RequestBudget, RetryPolicy
 from model_module.sse import ChunkDecoder
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class ArkModelLink:
         max_retries: int | None = None,
         backoff_base_s: float | None = None,
         backoff_max_s: float | None = None,
+        max_retry_after_s: float | None = None,
     ) -> None:
         llm = _config_loader.config.llm
         self.model_name: str = _pick(model_name, llm.model_name)
@@ -118,11 +119,16 @@ class ArkModelLink:
         self.max_retries: int = _check_retries(_pick(max_retries, llm.max_retries))
         self.backoff_base_s = _check_seconds("backoff_base_s", _pick(backoff_base_s, llm.backoff_base_s))
         self.backoff_max_s = _check_seconds("backoff_max_s", _pick(backoff_max_s, llm.backoff_max_s))
+        self.max_retry_after_s = _check_seconds(
+            "max_retry_after_s", _pick(max_retry_after_s, llm.max_retry_after_s)
+        )
         if not self.model_name:
             raise ValueError("model_name must not be empty")
         if not self.base_url:
             raise ValueError("base_url must not be empty")
-        self.retry_policy = RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s)
+        self.retry_policy = RetryPolicy(
+            self.max_retries, self.backoff_base_s, self.backoff_max_s, self.max_retry_after_s
+        )
         self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._keeper: AsyncGeneratorType[None, None] | None = None
@@ -228,22 +234,31 @@ class ArkModelLink:
         return params
 
     async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
-        attempt = 0
+        budget = self.retry_policy.budget()
         while True:
+            budget.sent += 1
             try:
                 return await call()
             except ModelError as error:
-                delay = self.retry_policy.delay_for(error, attempt)
+                delay = self._next_try(error, budget)
                 if delay is None:
                     raise
-                self._log_retry(error, attempt, delay)
             await asyncio.sleep(delay)
-            attempt += 1
 
-    def _log_retry(self, error: ModelError, attempt: int, delay: float) -> None:
-        logger.warning(
-            "LLM call failed (%s); retry %d of %d in %.2f s", error, attempt + 1, self.max_retries, delay
-        )
+    def _next_try(self, error: ModelError, budget: RequestBudget) -> float | None:
+        """After a request that failed before any output: count it against the budget, and say how long
+        to wait before the next one, or None to give up (not retryable, or the budget is spent)."""
+        budget.failed += 1
+        delay = None if budget.spent else self.retry_policy.delay_for(error, budget.failed - 1)
+        if delay is not None:
+            logger.warning(
+                "LLM call failed (%s); retry %d of %d in %.2f s",
+                error,
+                budget.failed,
+                budget.limit - 1,
+                delay,
+            )
+        return delay
 
     async def stream(
         self,
@@ -256,13 +271,16 @@ class ArkModelLink:
         rid: str | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        budget: RequestBudget | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream the model's answer as typed events, ending with exactly one `Finish`.
 
         Transient failures are retried only until the first delta has been yielded; after it, any
         failure raises `ModelError` at once, because the caller has already passed the partial answer
-        on. Closing the iterator early closes the HTTP stream (SGLang then aborts the request; send
-        `rid` to be able to abort it explicitly too).
+        on. Retries draw on `budget` (default: a fresh one, `max_retries` retries): a caller that
+        starts over after a broken stream passes the same budget again, so that the requests failing
+        before any output stay bounded for the whole job. Closing the iterator early closes the HTTP
+        stream (SGLang then aborts the request; send `rid` to be able to abort it explicitly too).
         """
         params = self._params(
             messages,
@@ -276,9 +294,10 @@ class ArkModelLink:
         )
         params["stream"] = True
         params["stream_options"] = {"include_usage": True}
-        attempt = 0
+        budget = self.retry_policy.budget() if budget is None else budget
         while True:
             started = False
+            budget.sent += 1
             try:
                 async with aclosing(self._stream_once(params)) as events:
                     async for event in events:
@@ -286,15 +305,13 @@ class ArkModelLink:
                         yield event
                 return
             except ModelError as error:
-                delay = None if started else self.retry_policy.delay_for(error, attempt)
+                delay = None if started else self._next_try(error, budget)
                 if delay is None:
                     raise
-                self._log_retry(error, attempt, delay)
                 if error.kind == "timeout" and rid is not None:
                     # The server may still hold the request we gave up on; the retry reuses its rid.
                     await self.abort(rid)
             await asyncio.sleep(delay)
-            attempt += 1
 
     async def _stream_once(self, params: dict[str, Any]) -> AsyncGenerator[StreamEvent, None]:
         decoder = ChunkDecoder()

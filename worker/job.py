@@ -42,6 +42,7 @@ from arkq.lease import Lease, LeaseKeeper, Stop
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink, Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from model_module.errors import stream_incomplete
+from model_module.retry import RequestBudget
 from worker.publisher import EventPublisher
 
 logger = logging.getLogger("arkq.worker")
@@ -249,8 +250,13 @@ class GenerationJob:
         raise JobEnds(last_error.kind, f"{last_error} (after {self.publisher.attempts} attempts)")
 
     async def _attempts(self, request: GenerationRequest) -> Finish:
+        """Attempts on this worker. The link retries whatever fails before any output, within the job's
+        request budget; a new attempt starts only when output was lost (the stream broke or failed
+        after it began). A job whose server keeps refusing ends with the last error and its count of
+        requests, without a new attempt: each attempt would send the server that many again."""
         llm = self.config.llm
         backoff = Backoff(llm.backoff_base_s, llm.backoff_max_s)
+        budget = self.link.retry_policy.budget()
         last_error: ModelError | None = None
         restarts = 0
         while True:
@@ -271,10 +277,12 @@ class GenerationJob:
             await self.publisher.emit(StartedEvent, attempt=attempt, worker=self.worker_name)
             self.output = Output()
             try:
-                return await self._stream(request)
+                return await self._stream(request, budget)
             except ModelError as error:
                 if not error.retryable:
                     raise JobEnds(error.kind, str(error)) from error
+                if self.output.first_token_at is None:  # nothing streamed: the link spent the budget
+                    raise JobEnds(error.kind, f"{error} (after {budget.sent} requests)") from error
                 last_error = error
 
     @property
@@ -283,7 +291,7 @@ class GenerationJob:
         attempt (a stalled worker's, say) never aborts another's."""
         return f"{self.publisher.job_id}-{self.publisher.attempts}"
 
-    async def _stream(self, request: GenerationRequest) -> Finish:
+    async def _stream(self, request: GenerationRequest, budget: RequestBudget) -> Finish:
         publisher, output = self.publisher, self.output
         stream = self.link.stream(
             request.messages,
@@ -293,6 +301,7 @@ class GenerationJob:
             model=request.model,
             rid=self.rid,
             tools=request.tools,
+            budget=budget,
         )
         # aclosing: a job stopped mid-stream closes its HTTP stream at once.
         async with aclosing(stream) as deltas:

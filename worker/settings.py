@@ -49,6 +49,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         max_retries=llm.max_retries,
         backoff_base_s=llm.backoff_base_s,
         backoff_max_s=llm.backoff_max_s,
+        max_retry_after_s=llm.max_retry_after_s,
     )
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
     leases = LeaseKeeper(

@@ -58,8 +58,19 @@ def test_policy_stops_after_max_retries_and_for_permanent_errors() -> None:
     assert policy.delay_for(ModelError("context_overflow", "too long"), 0) is None
 
 
-def test_policy_honours_retry_after_up_to_a_limit() -> None:
+def test_policy_honours_retry_after_up_to_a_cap() -> None:
     policy = RetryPolicy(max_retries=3, base_s=0.1, max_s=1.0)
     assert policy.delay_for(ModelError("rate_limit", "slow", retry_after=5.0), 0) == 5.0
     too_long = ModelError("rate_limit", "slow", retry_after=MAX_RETRY_AFTER_S + 1)
-    assert policy.delay_for(too_long, 0) is None
+    assert policy.delay_for(too_long, 0, rand=lambda: 0.0) == MAX_RETRY_AFTER_S
+    capped = RetryPolicy(max_retries=3, base_s=0.1, max_s=1.0, max_retry_after_s=2.0)
+    assert capped.delay_for(too_long, 0, rand=lambda: 1.0) == 2.0
+    assert capped.delay_for(too_long, 3) is None  # the cap never adds a try
+
+
+def test_a_budget_allows_max_retries_plus_one_requests_that_fail_before_output() -> None:
+    policy = RetryPolicy(max_retries=2, base_s=0.1, max_s=1.0)
+    budget = policy.budget()
+    assert budget.limit == 3 and not budget.spent
+    budget.failed = 3
+    assert budget.spent
