@@ -9,7 +9,13 @@ particular failure catches its class. Where a built-in meaning fits, a class is 
     ├── ConfigError            the configuration cannot be used; names the key (also ValueError)
     ├── InvalidRequest         a request refused before it reached Redis; names the field (also ValueError)
     ├── QueueFull              queue.max_depth jobs are queued or running; nothing was written
-    ├── RedisUnavailable       Redis did not answer in time (also ConnectionError)
+    ├── RedisFailure           a Redis call failed: `job_id` when it was an enqueue's (see `enqueue`)
+    │   ├── RedisUnavailable   no answer in time, or no connection (also ConnectionError)
+    │   └── RedisRefused       Redis answered with an error: `reply` is what it said
+    │       ├── RedisOutOfMemory   OOM: maxmemory reached under noeviction
+    │       ├── RedisReadOnly      READONLY: a replica, e.g. after a failover
+    │       ├── RedisNotAllowed    WRONGPASS, NOAUTH, NOPERM: the user, password or ACL
+    │       └── RedisBusy          BUSY: a script has run too long
     ├── ModelError             an LLM call failed: `kind`, `retryable`, `retry_after`
     ├── JobError               about one job: `job_id`
     │   ├── JobNotFound        Redis knows nothing of the job (also LookupError)
@@ -54,8 +60,44 @@ class QueueFull(ArkqError):
         self.depth = depth
 
 
-class RedisUnavailable(ArkqError, ConnectionError):
-    """Redis did not answer within the producer's timeout (`redis.connect_timeout_s`)."""
+class RedisFailure(ArkqError):
+    """A Redis call failed. The message says what Redis said (or did not) and what to do.
+
+    `job_id` is set when the call was `Producer.enqueue`'s: the ID was chosen before anything was
+    sent, and a failure after sending (a timeout) may still have queued the job. Enqueueing again with
+    that `job_id` is safe: the same ID runs once."""
+
+    def __init__(self, message: str, *, job_id: str | None = None):
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class RedisUnavailable(RedisFailure, ConnectionError):
+    """Redis did not answer within the caller's timeout, or the connection failed."""
+
+
+class RedisRefused(RedisFailure):
+    """Redis answered the call with an error; `reply` is its own words."""
+
+    def __init__(self, message: str, *, reply: str, job_id: str | None = None):
+        super().__init__(message, job_id=job_id)
+        self.reply = reply
+
+
+class RedisOutOfMemory(RedisRefused):
+    """OOM: Redis reached `maxmemory` and evicts nothing (`noeviction`); it refuses every write."""
+
+
+class RedisReadOnly(RedisRefused):
+    """READONLY: the server is a replica (after a failover, say); writes go to the primary."""
+
+
+class RedisNotAllowed(RedisRefused):
+    """WRONGPASS, NOAUTH or NOPERM: the password, the user or its ACL does not allow the call."""
+
+
+class RedisBusy(RedisRefused):
+    """BUSY: a script has run past Redis's busy threshold; Redis answers nothing else until it ends."""
 
 
 # --- The LLM ------------------------------------------------------------------------------------------

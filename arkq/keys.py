@@ -16,6 +16,7 @@
 | `ark:cancel:J`       | string  | producer (cancel.lua): a cancel request        | `worker.keep_result_s`  |
 | `ark:tokens:J`       | channel | worker (publish.lua), cancel.lua: each event   | live only               |
 | `ark:wake:Q`         | channel | producer (enqueue.lua): a job was enqueued     | live only               |
+| `ark:probe`          | none    | worker start-up: a DEL, to see writes allowed  | never exists            |
 
 The event channel's prefix is a setting (`streaming.channel_prefix`); an event's index in the log is
 its `seq`, and the log lives `streaming.replay_ttl_s` after its last event; `lease_s` is
@@ -40,6 +41,8 @@ RESULT_PREFIX = "ark:result:"
 CANCEL_PREFIX = "ark:cancel:"
 LEASE_PREFIX = "ark:lease:"
 WAKE_PREFIX = "ark:wake:"
+#: Deleted (never written) at worker start-up: a write Redis refuses on a replica or to a user without it.
+WRITE_PROBE_KEY = "ark:probe"
 
 
 def arq_job_key(job_id: str) -> str:

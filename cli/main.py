@@ -12,14 +12,29 @@ import importlib
 import logging.config
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
-from arkq.errors import ConfigError, RedisUnavailable
+from arkq.errors import (
+    ArkqError,
+    ConfigError,
+    InvalidRequest,
+    JobFailed,
+    JobLost,
+    JobNotFound,
+    QueueFull,
+    RedisBusy,
+    RedisNotAllowed,
+    RedisOutOfMemory,
+    RedisReadOnly,
+    RedisRefused,
+    RedisUnavailable,
+)
+from arkq.redis_failures import name_failure
 from cli import exit_codes, jobs
 
 
@@ -43,6 +58,7 @@ def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arkq", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="on a failure, print the traceback too")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     jobs.add_commands(commands)
 
@@ -82,9 +98,12 @@ def run_worker(args: argparse.Namespace) -> int:
     from arq.logs import default_log_config
     from arq.worker import run_worker as run_arq_worker
 
+    from config_module import loader
     from worker import WorkerSettings
+    from worker.preflight import check_before_start
 
     logging.config.dictConfig(default_log_config(args.verbose))
+    asyncio.run(check_before_start(loader.config))
     run_arq_worker(WorkerSettings, burst=args.burst)
     return exit_codes.OK
 
@@ -95,23 +114,54 @@ def run_demo(args: argparse.Namespace) -> int:
     return asyncio.run(demo(args.prompt, itl_ms=args.itl_ms))
 
 
+#: The exit code for each kind of failure, most particular first.
+FAILURE_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (ConfigError, exit_codes.USAGE),
+    (InvalidRequest, exit_codes.USAGE),
+    (QueueFull, exit_codes.QUEUE_FULL),
+    (RedisUnavailable, exit_codes.REDIS_UNREACHABLE),
+    (RedisOutOfMemory, exit_codes.REDIS_OUT_OF_MEMORY),
+    (RedisReadOnly, exit_codes.REDIS_READ_ONLY),
+    (RedisNotAllowed, exit_codes.REDIS_NOT_ALLOWED),
+    (RedisBusy, exit_codes.REDIS_BUSY),
+    (RedisRefused, exit_codes.REDIS_REFUSED),
+    (JobNotFound, exit_codes.NOT_FOUND),
+    (JobLost, exit_codes.NOT_FOUND),
+    (JobFailed, exit_codes.JOB_FAILED),
+    (OSError, exit_codes.SYSTEM_ERROR),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. A failure is one line on stderr and the exit code that names it
+    (`cli/exit_codes.py`); `--debug` adds the traceback."""
     args = build_parser().parse_args(argv)
     try:
         if args.run is not None:
             return int(asyncio.run(args.run(args)))
         return int(args.handler(args) or 0)
-    except ConfigError as error:
-        print(f"arkq: {error}", file=sys.stderr)
-        return exit_codes.USAGE
-    except (RedisConnectionError, RedisTimeoutError, RedisUnavailable) as error:
-        print(f"arkq: cannot reach Redis: {error}", file=sys.stderr)
-        return exit_codes.REDIS_UNREACHABLE
     except BrokenPipeError:  # `arkq submit ... | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return exit_codes.OK
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        return _report(error, debug=args.debug)
+
+
+def _report(error: Exception, *, debug: bool) -> int:
+    """Print `error` in one line (and its traceback under `--debug`); the exit code for it."""
+    if debug:
+        traceback.print_exception(error)
+    if isinstance(error, RedisError) and not isinstance(error, ArkqError):
+        error = name_failure(error)
+    for kind, code in FAILURE_EXIT_CODES:
+        if isinstance(error, kind):
+            print(f"arkq: {error}", file=sys.stderr)
+            return code
+    hint = "" if debug else " (run with --debug for the traceback)"
+    print(f"arkq: unexpected error, a bug in arkq: {type(error).__name__}: {error}{hint}", file=sys.stderr)
+    return exit_codes.INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from functools import partial
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from arkq import lease
 from arkq.connection import reply
 from arkq.contract import TERMINAL_EVENT_TYPES, Event, JobResult, parse_event
 from arkq.errors import JobCancelled, JobFailed, JobNotFound, StreamReset
 from arkq.keys import arq_job_key, event_log_key, lease_key, result_key
+from arkq.redis_failures import name_failure
 from config_module.settings import ArkConfig
 from producer.cancel import CancelOutcome, cancel_job
 from producer.deadline import redis_answers_within
@@ -39,26 +42,31 @@ class Job:
 
     async def is_pending(self) -> bool:
         """Whether the job is queued (or waiting for a retry) or running."""
-        return await lease.is_held(self._redis, self.id)
+        async with redis_answers_within(self._answer_within):
+            return await lease.is_held(self._redis, self.id)
 
     async def events(self, *, from_seq: int = 0) -> AsyncGenerator[Event, None]:
         """Every event from `from_seq`, in order, whenever it is called; ends after `done`, `error` or
         `cancelled`. Raises JobNotFound for an ID that Redis does not know, JobLost for a job that is no
-        longer queued or running but never ended. A Redis restart is a pause, not an error."""
+        longer queued or running but never ended. A Redis restart is a pause, not an error; a Redis
+        still gone after `redis.retry_s`, or refusing the reader, is the `RedisFailure` naming it."""
         if not await self.exists():
             raise JobNotFound(self.id, f"no job {self.id!r} in Redis (never enqueued, or expired)")
         reader = read_events(
             self._redis,
             self.id,
             channel_prefix=self._config.streaming.channel_prefix,
-            is_pending=self.is_pending,
+            is_pending=partial(lease.is_held, self._redis, self.id),
             from_seq=from_seq,
             retry_s=self._config.redis.retry_s,
         )
         # aclosing: a caller that stops early gives the pub/sub connection back now, not at GC.
         async with aclosing(reader) as events:
-            async for event in events:
-                yield event
+            try:
+                async for event in events:
+                    yield event
+            except (RedisError, OSError) as error:
+                raise name_failure(error) from error
 
     async def tokens(self) -> AsyncGenerator[str, None]:
         """The answer's text as it streams, token by token, from the latest attempt only.

@@ -125,6 +125,10 @@ class Producer:
         A `job_id` makes the enqueue idempotent: while Redis still knows that job (queued, running, or
         its result or events kept, a cancelled one included), enqueueing it again returns a handle on
         it and runs nothing new. Idle workers are woken at once.
+
+        Raises InvalidRequest (naming the field) or QueueFull, having written nothing, or a
+        `RedisFailure` carrying the job's ID (`job_id`): after a `RedisUnavailable` the job may still
+        have been queued, and enqueueing again with that ID is safe.
         """
         request = self.build_request(
             messages,
@@ -136,17 +140,15 @@ class Producer:
             metadata=metadata,
         )
         payload = request.model_dump(mode="json")
-        size = len(serialize(payload))
-        limit = self.config.queue.max_payload_bytes
-        if size > limit:
-            raise InvalidRequest(f"request: payload is {size} bytes, over queue.max_payload_bytes={limit}")
+        _refuse_oversized(payload, self.config.queue.max_payload_bytes)
+        # The ID exists before anything is sent: a failure that may have queued the job carries it.
         if job_id is None:
             job_id = uuid.uuid4().hex
         elif not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
             raise InvalidRequest(
                 f"job_id: {job_id!r} must be 1-128 letters, digits or _.:- and start with a letter or digit"
             )
-        async with redis_answers_within(self.config.redis.connect_timeout_s):
+        async with redis_answers_within(self.config.redis.connect_timeout_s, enqueueing=job_id):
             await enqueue_generation(
                 self.redis,
                 job_id,
@@ -155,6 +157,25 @@ class Producer:
                 max_depth=self.config.queue.max_depth,
             )
         return self.job(job_id)
+
+
+def _refuse_oversized(payload: dict[str, Any], limit: int) -> None:
+    """InvalidRequest naming the largest field when the job's payload is over `limit` bytes."""
+    size = len(serialize(payload))
+    if size <= limit:
+        return
+    sizes = {field: len(serialize(value)) for field, value in payload.items() if value}
+    largest = max(sizes, key=sizes.__getitem__)
+    detail = f"{sizes[largest]} bytes"
+    if largest == "messages":
+        lengths = [len(serialize(message)) for message in payload["messages"]]
+        biggest = max(range(len(lengths)), key=lengths.__getitem__)
+        detail = (
+            f"{len(lengths)} messages, {detail} (the largest, messages[{biggest}], {lengths[biggest]} bytes)"
+        )
+    raise InvalidRequest(
+        f"{largest}: {detail} make the request {size} bytes, over queue.max_payload_bytes={limit}"
+    )
 
 
 def _plain(message: Message | Mapping[str, Any]) -> Any:

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from arkq import scripts
 from arkq.backoff import REDIS_BACKOFF
 from arkq.keys import ARQ_CLAIM_PREFIX
+from arkq.redis_failures import name_failure
 from worker import wakeup
 
 logger = logging.getLogger("arkq.worker")
@@ -106,7 +107,7 @@ async def poll_round(worker: arq.worker.Worker) -> None:
         failed = worker.ctx.get(_FAILED_ROUNDS, 0)
         worker.ctx[_FAILED_ROUNDS] = failed + 1
         delay = REDIS_BACKOFF.delay(failed)
-        logger.warning("poll round failed on Redis (%s); trying again in %.2f s", error, delay)
+        logger.warning("poll round failed: %s; trying again in %.2f s", name_failure(error), delay)
         await asyncio.sleep(delay)
 
 
