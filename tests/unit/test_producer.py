@@ -90,6 +90,37 @@ async def test_bad_requests_fail_in_enqueue_and_write_nothing(
     assert await fake_redis.dbsize() == 0
 
 
+@pytest.mark.parametrize(
+    ("call", "culprit"),
+    [
+        ({"metadata": {"notes": "m" * 5_000_000}}, "metadata: 5000"),
+        ({"messages": [{"role": "user", "content": "hi"}] * 100_000}, "messages: 100000 messages"),
+        (
+            {
+                "json_schema": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "s", "schema": {"description": "d" * 3_000_000}},
+                }
+            },
+            "json_schema: 3000",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "description": "t" * 2_000_000}}]},
+            "tools: 2000",
+        ),
+    ],
+)
+async def test_an_oversized_request_names_its_largest_field(
+    producer: Producer, fake_redis: ArqRedis, call: dict[str, object], culprit: str
+) -> None:
+    """Too large says what is too large: the field, and its size in bytes."""
+    with pytest.raises(InvalidRequest) as refused:
+        await producer.enqueue(**{"messages": HELLO, **call})
+    assert str(refused.value).startswith(culprit), refused.value
+    assert "over queue.max_payload_bytes=1000000" in str(refused.value)
+    assert await fake_redis.dbsize() == 0
+
+
 async def test_events_of_an_unknown_job_raise_not_found(producer: Producer) -> None:
     with pytest.raises(JobNotFound):
         async for _ in producer.job("never-enqueued").events():
