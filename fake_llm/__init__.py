@@ -56,14 +56,24 @@ Any message may contain directives; their text is ignored for generation::
 ``error_after=K``      tokens delivered before ``stream_error`` fires (default 0)
 ``cut_after=K``        after K tokens drop the TCP connection (no finish chunk, no
                        ``[DONE]``)
-``times=N``            the fault keys (status, stream_error, cut_after, context_overflow) only
-                       fire for the first N requests carrying the same directive text; later
-                       ones succeed (shaping keys such as ``tokens``, ``itl_ms``, ``stamp``
-                       still apply)
+``html=1``             answer HTTP 200 ``text/html`` with a sign-in page instead, streamed or
+                       not: what a gateway (SSO proxy, captive portal) in front of the server
+                       sends a client without its cookie
+``flip_stream=1``      answer in the other mode than asked: a streamed request gets the
+                       non-streamed ``application/json`` completion, a non-streamed one the
+                       ``text/event-stream`` stream (a server or proxy that mishandles
+                       ``stream``)
+``times=N``            the fault keys (status, stream_error, cut_after, context_overflow,
+                       html, flip_stream) only fire for the first N requests carrying the same
+                       directive text; later ones succeed (shaping keys such as ``tokens``,
+                       ``itl_ms``, ``stamp`` still apply)
 =====================  =====================================================================
 
 Token counts for ``error_after``/``cut_after`` include reasoning tokens and tool-call
 fragments. Several directives combine; later values win. A malformed directive is a 400.
+``status=404`` answers SGLang's error body with a 404; a path the server does not have
+(``/chat/completions`` without ``/v1``, say) gets FastAPI's ``{"detail": "Not Found"}``,
+as SGLang answers it, and counts in ``Stats.not_found``.
 """
 
 from __future__ import annotations

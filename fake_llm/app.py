@@ -59,6 +59,7 @@ def create_app(
         model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, context_length=context_length, api_key=api_key
     )
     middlewares = [_auth_middleware(api_key)] if api_key else []
+    middlewares.append(_not_found_middleware(state.stats))
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     app[STATE] = state
     app.router.add_get("/health", _health)
@@ -105,6 +106,22 @@ def _auth_middleware(api_key: str) -> Middleware:
         return _json({"error": "Unauthorized"}, status=401)
 
     return auth
+
+
+def _not_found_middleware(stats: Stats) -> Middleware:
+    """A path the server does not have: FastAPI's 404 body, as SGLang answers it, counted in
+    ``stats.not_found`` so that a test can see a client knock at the wrong door (a base URL without
+    ``/v1``) and how many times."""
+
+    @web.middleware
+    async def not_found(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            stats.not_found += 1
+            return _json({"detail": "Not Found"}, status=404)
+
+    return not_found
 
 
 async def _read_json(request: web.Request) -> object:
@@ -208,6 +225,11 @@ async def _chat(request: web.Request, state: FakeLLMState) -> web.StreamResponse
     if faults.status is not None:
         state.stats.faults += 1
         raise fault_error(faults.status, faults.retry_after)
+    if faults.html:
+        state.stats.faults += 1
+        return completion.login_page()
+    if faults.flip_stream:
+        state.stats.faults += 1
 
     rid = chat.rid or uuid.uuid4().hex
     try:
@@ -233,7 +255,7 @@ async def _chat(request: web.Request, state: FakeLLMState) -> web.StreamResponse
             active=active,
             stats=state.stats,
         )
-        if chat.stream:
+        if chat.stream != faults.flip_stream:
             return await completion.stream(request, turn)
         return await completion.complete(request, turn)
     finally:

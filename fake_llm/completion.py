@@ -25,7 +25,7 @@ from .registry import ActiveRequest
 from .stats import Stats
 from .wire import DONE, ChunkEncoder, completion_body, dumps, stream_error_event, usage_dict
 
-__all__ = ["Turn", "complete", "fault_error", "fault_message", "reject_stream", "stream"]
+__all__ = ["Turn", "complete", "fault_error", "fault_message", "login_page", "reject_stream", "stream"]
 
 QUEUE_FULL_MESSAGE = "The request queue is full."
 INJECTED_MESSAGE = "Injected fault"
@@ -49,6 +49,29 @@ def fault_error(code: int, retry_after: int | None = None) -> ApiError:
         return ApiError(UNAUTHORIZED, status=401, headers=headers, body={"error": UNAUTHORIZED})
     err_type = "BadRequestError" if code == 400 else str(code)
     return ApiError(fault_message(code), status=code, err_type=err_type, headers=headers)
+
+
+#: What an authenticating gateway (an SSO proxy, a captive portal) in front of the server answers a
+#: client without its cookie: a 200 with a sign-in form, whatever was asked.
+LOGIN_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Sign in</title></head>
+<body>
+<form method="post" action="/login">
+<h1>Sign in to continue</h1>
+<label>User name <input name="username" autocomplete="username"></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"></label>
+<button type="submit">Sign in</button>
+</form>
+</body>
+</html>
+"""
+
+
+def login_page() -> web.Response:
+    """The ``html`` directive's answer: what a client sees when llm.base_url reaches a gateway's
+    sign-in page instead of the server behind it."""
+    return web.Response(text=LOGIN_PAGE, content_type="text/html")
 
 
 @dataclass(slots=True)

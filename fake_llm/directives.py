@@ -19,10 +19,10 @@ DIRECTIVE_RE = re.compile(r"\[\[arkq:([^\[\]]*)\]\]")
 
 _INT_KEYS = frozenset(
     {"tokens", "status", "retry_after", "context_overflow", "stream_error", "error_after", "cut_after",
-     "reasoning", "times", "stamp"}
+     "reasoning", "times", "stamp", "html", "flip_stream"}
 )  # fmt: skip
 _FLOAT_KEYS = frozenset({"ttft_ms", "itl_ms"})
-FAULT_KEYS = frozenset({"status", "stream_error", "cut_after", "context_overflow"})
+FAULT_KEYS = frozenset({"status", "stream_error", "cut_after", "context_overflow", "html", "flip_stream"})
 
 
 class DirectiveError(ArkqError, ValueError):
@@ -46,6 +46,8 @@ class Directives:
     reasoning: int = 0
     times: int | None = None
     stamp: bool = False  # streamed content tokens carry their send time (latency benchmarks)
+    html: bool = False  # a 200 login page instead of the answer (a gateway in front of the server)
+    flip_stream: bool = False  # answer streamed when not asked to, and not streamed when asked
 
     @property
     def has_fault(self) -> bool:
@@ -54,6 +56,8 @@ class Directives:
             or self.stream_error is not None
             or self.cut_after is not None
             or self.context_overflow
+            or self.html
+            or self.flip_stream
         )
 
     def without_faults(self) -> Directives:
@@ -135,6 +139,8 @@ def parse_directives(texts: Iterable[str]) -> Directives:
         reasoning=as_int("reasoning") or 0,
         times=as_int("times"),
         stamp=bool(values.get("stamp", 0)),
+        html=bool(values.get("html", 0)),
+        flip_stream=bool(values.get("flip_stream", 0)),
     )
 
 

@@ -20,7 +20,8 @@ class Stats:
     ``/abort_request``. ``disconnected``: the client went away before the end.
     ``errors``: answered with an HTTP error or an in-stream error event. ``faults``:
     injected by a directive (status, stream_error, cut_after, context_overflow).
-    ``completion_tokens``: output tokens sent, over all requests.
+    ``completion_tokens``: output tokens sent, over all requests. ``not_found``: requests
+    for a path the server does not have (a client whose base URL lacks ``/v1``, say).
     """
 
     requests: int = 0
@@ -31,6 +32,7 @@ class Stats:
     errors: int = 0
     faults: int = 0
     completion_tokens: int = 0
+    not_found: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

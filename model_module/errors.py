@@ -26,6 +26,7 @@ __all__ = [
     "RETRYABLE_KINDS",
     "ErrorKind",
     "ModelError",
+    "bad_response",
     "from_openai_error",
     "from_stream_error",
     "kind_for_status",
@@ -43,6 +44,28 @@ _CONTEXT_OVERFLOW = re.compile(
     r"|context_length_exceeded",
     re.IGNORECASE,
 )
+
+
+#: How much of an unexpected body a `bad_response` quotes: enough to recognise a login page, a proxy's
+#: error page or another API's answer, short enough for one log line.
+BODY_PREVIEW_BYTES = 120
+
+
+def bad_response(url: str, status: int, content_type: str | None, body: bytes, expected: str) -> ModelError:
+    """The server answered, but not as an OpenAI-compatible server would: a misconfiguration to fix.
+
+    A login page, a proxy's error page or another web app at `llm.base_url` answers every try the same
+    way, so it is not retried (retries would only hide it behind a backoff). The message carries what an
+    operator needs to recognise the culprit without a packet capture: the URL, the status, the content
+    type and the first bytes of the body."""
+    preview = body[:BODY_PREVIEW_BYTES].decode("utf-8", "replace")
+    more = "..." if len(body) > BODY_PREVIEW_BYTES else ""
+    return ModelError(
+        "bad_response",
+        f"{url} answered with {content_type or 'no content type'}, not {expected}: {preview!r}{more}; "
+        "does llm.base_url point at an OpenAI-compatible server (its URL usually ends in /v1)?",
+        status_code=status,
+    )
 
 
 def is_context_overflow(message: str | None) -> bool:
@@ -126,6 +149,8 @@ def from_openai_error(exc: BaseException) -> ModelError:
     if isinstance(exc, openai.APIConnectionError):
         return ModelError("connect", f"cannot reach the LLM server: {_cause_text(exc)}")
     if isinstance(exc, openai.APIStatusError):
+        if exc.status_code == 404:  # no such path: llm.base_url is not where the API is
+            return _not_found(exc.response)
         message = _status_message(exc)
         kind = kind_for_status(exc.status_code, message)
         if kind == "bad_request" and exc.code == "context_length_exceeded":
@@ -148,6 +173,15 @@ def from_openai_error(exc: BaseException) -> ModelError:
     if isinstance(exc, httpx2.RequestError):
         return ModelError("stream", f"the response stream broke: {_cause_text(exc)}")
     return ModelError("server_error", f"{type(exc).__name__}: {exc}", retryable=False)
+
+
+def _not_found(response: httpx2.Response) -> ModelError:
+    try:
+        body = response.content  # the client reads an error's body before raising
+    except httpx2.ResponseNotRead:
+        body = b""
+    content_type = response.headers.get("content-type")
+    return bad_response(str(response.request.url), 404, content_type, body, "a chat completion")
 
 
 def _connection_failed(exc: BaseException) -> bool:

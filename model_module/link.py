@@ -9,12 +9,16 @@ adds `stream`, the typed event stream the worker consumes. Compared with the ARK
 * the link is the only retry layer (`max_retries=0` on the client) and retries only before the first
   delta: after that, the caller has already forwarded tokens and a silent restart would duplicate them;
 * streams are read as raw SSE lines, one JSON decode per chunk, because the SDK's typed chunks cost
-  about six times more CPU per chunk.
+  about six times more CPU per chunk;
+* an answer that is not what an OpenAI-compatible server sends (a login page, a 404, JSON for a
+  stream) is a `bad_response` naming what came back, never retried: the SDK would hand a non-stream
+  call the page as a string, and a stream would end "without [DONE]" and be retried as a broken one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
@@ -25,12 +29,18 @@ from typing import Any, Self, TypeVar, cast
 
 import httpx2
 import openai
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import AsyncAPIResponse, AsyncOpenAI, DefaultAioHttpClient
 from pydantic import SecretStr
 
 from arkq.messages import Message, format_messages
 from config_module import loader as _config_loader
-from model_module.errors import ModelError, from_openai_error, stream_incomplete
+from model_module.errors import (
+    BODY_PREVIEW_BYTES,
+    ModelError,
+    bad_response,
+    from_openai_error,
+    stream_incomplete,
+)
 from model_module.events import Finish, StreamEvent, TextDelta
 from model_module.retry import RequestBudget, RetryPolicy
 from model_module.sse import ChunkDecoder
@@ -320,6 +330,8 @@ class ArkModelLink:
             # with_streaming_response still raises the typed status errors (before the body is read),
             # but hands back the raw body instead of parsing every chunk into pydantic models.
             async with self.client.chat.completions.with_streaming_response.create(**params) as response:
+                if _media_type(response.headers) != "text/event-stream":
+                    raise await _bad_response(response, "a text/event-stream stream")
                 lines = response.iter_lines()
                 async for line in lines:
                     for event in feed(line):
@@ -333,6 +345,15 @@ class ArkModelLink:
                     await _drain(lines)
         except (openai.APIError, httpx2.RequestError) as exc:
             raise from_openai_error(exc) from exc
+        finally:
+            if decoder.unknown:
+                logger.warning(
+                    "the LLM server at %s sent %d line(s) that are not SSE in one stream; skipped them. "
+                    "The first: %r",
+                    self.base_url,
+                    decoder.unknown,
+                    decoder.first_unknown,
+                )
         if not decoder.done:
             raise stream_incomplete("the server closed the stream without [DONE]")
         yield Finish(decoder.finish_reason, decoder.usage)
@@ -363,13 +384,25 @@ class ArkModelLink:
         return await self._retrying(lambda: self._complete_once(params))
 
     async def _complete_once(self, params: dict[str, Any]) -> str:
+        # The raw body, decoded here: the SDK hands back a login page's HTML as a plain str instead of
+        # failing, and it needs only one field of the completion.
         try:
-            completion = await self.client.chat.completions.create(**params)
-        except openai.APIError as exc:
+            async with self.client.chat.completions.with_streaming_response.create(**params) as response:
+                body = await response.read()
+                try:
+                    completion = json.loads(body)
+                except ValueError:
+                    completion = None
+                choices = completion.get("choices") if isinstance(completion, dict) else None
+                if not isinstance(choices, list):
+                    raise await _bad_response(response, "a JSON chat completion", body)
+        except (openai.APIError, httpx2.RequestError) as exc:
             raise from_openai_error(exc) from exc
-        if not completion.choices:
+        if not choices:
             raise ModelError("server_error", "the response has no choices")
-        return completion.choices[0].message.content or ""
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        return content if isinstance(content, str) else ""
 
     async def generate_stream(self, messages: Sequence[MessageLike]) -> AsyncGenerator[str, None]:
         """The answer's text as it is generated (reasoning and tool calls left out)."""
@@ -437,6 +470,30 @@ def _step(keeper: AsyncGenerator[None, None]) -> None:
     # needs no task and can run in the synchronous `client` property.
     with suppress(StopIteration, StopAsyncIteration):
         keeper.asend(None).send(None)
+
+
+def _media_type(headers: httpx2.Headers) -> str:
+    """The media type of the response, without its parameters (`; charset=...`); "" when absent."""
+    return headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+async def _bad_response(
+    response: AsyncAPIResponse[Any], expected: str, body: bytes | None = None
+) -> ModelError:
+    """The `bad_response` error for a 200 that is not `expected`, quoting the start of its body.
+
+    Only the start is read: a server that sends something else at length must not hold the error up."""
+    if body is None:
+        body = b""
+        with suppress(httpx2.RequestError):  # a broken body must not hide what the server is
+            async for piece in response.iter_bytes():
+                body += piece
+                if len(body) > BODY_PREVIEW_BYTES:
+                    break
+    http = response.http_response
+    return bad_response(
+        str(http.request.url), http.status_code, http.headers.get("content-type"), body, expected
+    )
 
 
 async def _drain(lines: AsyncIterator[str]) -> None:

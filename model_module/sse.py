@@ -18,6 +18,10 @@ from model_module.events import ReasoningDelta, StreamEvent, TextDelta, ToolCall
 
 _NOTHING: tuple[StreamEvent, ...] = ()
 _loads = json.loads
+#: The fields SSE defines; a chat completion needs only `data`, the others are read and ignored.
+_SSE_FIELDS = frozenset({"data", "event", "id", "retry"})
+#: How much of the first unknown line is kept for the warning that reports it.
+UNKNOWN_LINE_PREVIEW = 120
 
 
 class ChunkDecoder:
@@ -27,15 +31,21 @@ class ChunkDecoder:
     lines of one event are joined with newlines. `done` turns true at `[DONE]`; after it, lines are
     ignored. `finish_reason` and `usage` keep the last values seen, since SGLang sends finish_reason in
     its own chunk and usage in a last chunk with no choices.
+
+    Lines that are not SSE at all (no field SSE defines, not a `:` comment) are skipped as the format
+    says, but counted in `unknown`, with the first kept (truncated) in `first_unknown`: a proxy or a
+    server that mangles its stream would otherwise lose output without a trace.
     """
 
-    __slots__ = ("_data", "done", "finish_reason", "usage")
+    __slots__ = ("_data", "done", "finish_reason", "first_unknown", "unknown", "usage")
 
     def __init__(self) -> None:
         self._data: str | None = None
         self.done = False
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
+        self.unknown = 0
+        self.first_unknown: str | None = None
 
     def feed(self, line: str) -> Sequence[StreamEvent]:
         """The deltas completed by `line` (usually none or one). Raises ModelError for an error event."""
@@ -43,12 +53,19 @@ class ChunkDecoder:
             if line.startswith("data:"):
                 value = line[6:] if line.startswith("data: ") else line[5:]
                 self._data = value if self._data is None else f"{self._data}\n{value}"
+            elif line[0] != ":" and line.partition(":")[0] not in _SSE_FIELDS:
+                self._unknown_line(line)
             # comments (":"), "event:", "id:" and "retry:" lines carry nothing a chat completion needs
             return _NOTHING
         data, self._data = self._data, None
         if data is None or self.done:
             return _NOTHING
         return self._dispatch(data)
+
+    def _unknown_line(self, line: str) -> None:
+        self.unknown += 1
+        if self.first_unknown is None:
+            self.first_unknown = line[:UNKNOWN_LINE_PREVIEW]
 
     def flush(self) -> Sequence[StreamEvent]:
         """Dispatch a last event that the server did not end with a blank line."""

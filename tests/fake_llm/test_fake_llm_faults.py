@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -74,6 +75,50 @@ async def test_times_limits_a_fault_to_the_first_requests(
     with pytest.raises(openai.InternalServerError):
         await client.chat.completions.create(model="tgi", messages=say("[[arkq:status=503 times=1]]"))
     assert (srv.stats.requests, srv.stats.faults, srv.stats.completed) == (4, 3, 1)
+
+
+async def post_chat(srv: FakeLLMServer, directive: str, *, stream: bool) -> tuple[int, str, str]:
+    """Status, content type and body of one raw chat request: what a client gets before parsing."""
+    body = {"messages": say(f"hi [[arkq:{directive}]]"), "stream": stream}
+    async with aiohttp.ClientSession() as http, http.post(f"{srv.base_url}/chat/completions", json=body) as r:
+        return r.status, r.headers["Content-Type"], await r.text()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_html_answers_a_login_page_with_200(srv: FakeLLMServer, stream: bool) -> None:
+    status, content_type, page = await post_chat(srv, "html=1", stream=stream)
+    assert (status, content_type) == (200, "text/html; charset=utf-8")
+    assert page.startswith("<!DOCTYPE html>") and '<input name="password" type="password"' in page
+    assert (srv.stats.requests, srv.stats.faults, srv.stats.completed, srv.stats.errors) == (1, 1, 0, 0)
+
+
+async def test_flip_stream_answers_a_stream_with_json_and_a_call_with_a_stream(srv: FakeLLMServer) -> None:
+    status, content_type, body = await post_chat(srv, "flip_stream=1 tokens=3", stream=True)
+    assert (status, content_type) == (200, "application/json; charset=utf-8")
+    completion = json.loads(body)
+    assert completion["object"] == "chat.completion"
+    assert len(completion["choices"][0]["message"]["content"].split()) == 3
+    status, content_type, body = await post_chat(srv, "flip_stream=1 tokens=3", stream=False)
+    assert (status, content_type) == (200, "text/event-stream; charset=utf-8")
+    assert body.startswith("data: {") and body.endswith("data: [DONE]\n\n")
+    assert (srv.stats.requests, srv.stats.faults, srv.stats.completed) == (2, 2, 2)
+
+
+async def test_times_limits_the_wrong_answers_too(srv: FakeLLMServer) -> None:
+    assert (await post_chat(srv, "html=1 times=1", stream=True))[1].startswith("text/html")
+    assert (await post_chat(srv, "html=1 times=1", stream=True))[1].startswith("text/event-stream")
+    assert (await post_chat(srv, "flip_stream=1 times=1", stream=False))[1].startswith("text/event-stream")
+    assert (await post_chat(srv, "flip_stream=1 times=1", stream=False))[1].startswith("application/json")
+    assert srv.stats.faults == 2
+
+
+async def test_a_path_the_server_lacks_gets_fastapis_404_and_is_counted(srv: FakeLLMServer) -> None:
+    """SGLang is a FastAPI app: a base URL without /v1 gets `{"detail":"Not Found"}`, never the chat."""
+    async with aiohttp.ClientSession() as http, http.post(f"{srv.url}/chat/completions", json={}) as r:
+        assert (r.status, await r.json()) == (404, {"detail": "Not Found"})
+    async with aiohttp.ClientSession() as http, http.get(f"{srv.base_url}/models/nope") as r:
+        assert r.status == 404  # a known route's own 404 (no such model) is not a missing path
+    assert (srv.stats.not_found, srv.stats.requests) == (1, 0)
 
 
 async def test_in_stream_error_after_some_tokens(client: openai.AsyncOpenAI, srv: FakeLLMServer) -> None:
@@ -286,6 +331,7 @@ async def test_stats_endpoint(client: openai.AsyncOpenAI, srv: FakeLLMServer) ->
         "errors": 0,
         "faults": 0,
         "completion_tokens": 5,
+        "not_found": 0,
     }
 
 
@@ -306,3 +352,7 @@ def test_directive_parsing_and_budget() -> None:
         parse_directives(["[[arkq:tokens=x]]"])
     with pytest.raises(DirectiveError):
         parse_directives(["[[arkq:status=200]]"])
+    wrong = parse_directives(["[[arkq:html=1 flip_stream=1 tokens=2 times=1]]"])
+    assert (wrong.html, wrong.flip_stream, wrong.has_fault) == (True, True, True)
+    spent = budget.apply(wrong), budget.apply(wrong)
+    assert [(d.html, d.flip_stream, d.tokens) for d in spent] == [(True, True, 2), (False, False, 2)]

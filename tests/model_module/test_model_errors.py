@@ -11,8 +11,10 @@ import openai
 import pytest
 
 from model_module.errors import (
+    BODY_PREVIEW_BYTES,
     RETRYABLE_KINDS,
     ModelError,
+    bad_response,
     from_openai_error,
     from_stream_error,
     kind_for_status,
@@ -44,7 +46,6 @@ def status_error(
         (400, "bad_request", False),
         (401, "auth", False),
         (403, "auth", False),
-        (404, "bad_request", False),
         (408, "timeout", True),
         (409, "bad_request", False),
         (413, "bad_request", False),
@@ -71,6 +72,29 @@ def test_context_overflow_messages(message: str) -> None:
     assert error.kind == "context_overflow"
     assert not error.retryable
     assert error.message == message
+
+
+def test_404_is_a_bad_response_naming_what_answered() -> None:
+    """A 404 on the completions path means llm.base_url is not where the API is: never retried."""
+    error = from_openai_error(status_error(404, "The model `m` does not exist."))
+    assert (error.kind, error.retryable, error.status_code) == ("bad_response", False, 404)
+    assert error.message.startswith("http://llm.test/v1/chat/completions answered with application/json")
+    assert "The model `m` does not exist." in error.message  # the server's own words, quoted
+    assert "does llm.base_url point at an OpenAI-compatible server" in error.message
+
+
+def test_bad_response_quotes_only_the_start_of_the_body() -> None:
+    page = b"<html>" + "é".encode() * 200 + b"</html>"
+    error = bad_response("http://x/v1/chat/completions", 200, "text/html", page, "a text/event-stream stream")
+    assert (error.kind, error.retryable, error.status_code) == ("bad_response", False, 200)
+    assert str(error).startswith(
+        "bad_response (HTTP 200): http://x/v1/chat/completions answered with text/html, "
+        "not a text/event-stream stream: '<html>éé"
+    )
+    assert "</html>" not in error.message
+    assert error.message.count("é") < BODY_PREVIEW_BYTES and "'..." in error.message
+    short = bad_response("http://x", 200, None, b"OK", "a JSON chat completion")
+    assert "with no content type, not a JSON chat completion: 'OK';" in short.message
 
 
 def test_other_400_is_bad_request() -> None:
@@ -188,6 +212,7 @@ def test_model_error_fields_str_and_pickle() -> None:
 
 def test_retryable_kinds_are_the_documented_ones() -> None:
     assert frozenset({"timeout", "connect", "rate_limit", "server_error", "stream"}) == RETRYABLE_KINDS
+    assert "bad_response" not in RETRYABLE_KINDS and not ModelError("bad_response", "x").retryable
 
 
 def test_malformed_success_body_is_not_retried() -> None:

@@ -5,7 +5,9 @@ keeps the connection open after [DONE], connection reuse."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -234,3 +236,70 @@ async def test_closing_the_stream_early_closes_the_request() -> None:
         assert await texts.__anext__() == "x"
         await texts.aclose()
         await asyncio.wait_for(disconnected.wait(), 2)
+
+
+async def test_a_stream_sent_as_text_plain_is_a_bad_response_without_retry() -> None:
+    """Content that looks like SSE does not make up for the wrong content type: a server that sends it so
+    is not the OpenAI-compatible server the link expects, and retrying it gets the same answer."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=chunk({"content": "a"}) + DONE, content_type="text/plain")
+
+    async with serve(handler) as server, link(server) as llm:
+        with pytest.raises(ModelError) as caught:
+            await collect(llm)
+    error = caught.value
+    assert (error.kind, error.retryable, error.status_code) == ("bad_response", False, 200)
+    assert "text/plain" in caught.value.message and "data: {" in caught.value.message
+    assert len(server.requests) == 1
+
+
+async def test_an_endless_wrong_body_is_reported_from_its_first_bytes() -> None:
+    """Only the start of a wrong body is read: a server sending HTML forever still fails the call at once."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(b"<html><body>Please log in")
+            while True:
+                await response.write(b" " * 64)
+                await asyncio.sleep(0.01)  # fixed: the endless server's pace
+        return response
+
+    async with serve(endless) as server, link(server, read_timeout_s=5) as llm:
+        with pytest.raises(ModelError) as caught:
+            await asyncio.wait_for(collect(llm), 3)
+    assert caught.value.kind == "bad_response"
+    assert "Please log in" in caught.value.message and caught.value.message.count("...") == 1
+
+
+async def test_lines_that_are_not_sse_are_counted_and_warned_about_once_per_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A proxy that mangles a stream must leave a trace: one warning per request, with the count and
+    the first such line, cut short. SSE's own fields and comments are not counted."""
+    junk = "<!-- injected by a proxy -->" + "x" * 300
+    parts = (
+        b": keep-alive comment\n\nevent: message\nid: 7\nretry: 100\n",
+        chunk({"content": "a"}),
+        junk.encode() + b"\nstray line\n\n",
+        chunk({}, finish_reason="stop"),
+        DONE,
+    )
+    caplog.set_level(logging.WARNING, logger="model_module.link")
+    async with serve(sse_handler(*parts)) as server, link(server) as llm:
+        for _ in range(2):
+            assert await collect(llm) == [TextDelta("a"), Finish("stop", None)]
+    warnings = [record.getMessage() for record in caplog.records if "not SSE" in record.getMessage()]
+    assert len(warnings) == 2  # one per request
+    assert " 2 line(s)" in warnings[0]
+    assert repr(junk[:120]) in warnings[0] and "stray line" not in warnings[0]
+
+
+async def test_a_clean_stream_warns_about_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="model_module.link")
+    clean = sse_handler(b": ping\n\n", chunk({"content": "a"}), DONE)
+    async with serve(clean) as server, link(server) as llm:
+        await collect(llm)
+    assert not caplog.records

@@ -9,7 +9,7 @@ import pytest
 
 from model_module.errors import ModelError
 from model_module.events import ReasoningDelta, StreamEvent, TextDelta, ToolCallDelta
-from model_module.sse import ChunkDecoder
+from model_module.sse import UNKNOWN_LINE_PREVIEW, ChunkDecoder
 
 
 def chunk(delta: dict[str, Any] | None = None, finish_reason: str | None = None, **extra: Any) -> str:
@@ -158,3 +158,18 @@ def test_chunks_of_the_wrong_shape_are_stream_errors(chunk: str) -> None:
         decoder.feed(f"data: {chunk}")
         decoder.feed("")
     assert caught.value.kind == "stream"
+
+
+def test_sse_fields_and_comments_are_not_unknown() -> None:
+    fields = [": comment", "event: message", "id: 3", "retry: 1000", "data", "event"]
+    events, decoder = decode(*fields, chunk({"content": "a"}), "")
+    assert events == [TextDelta("a")]
+    assert (decoder.unknown, decoder.first_unknown) == (0, None)
+
+
+def test_lines_that_are_not_sse_are_counted_and_the_first_kept_short() -> None:
+    first = "<html>" + "x" * 500
+    events, decoder = decode(first, chunk({"content": "a"}), "", "HTTP/1.1 200 OK", "Data: upper case", "")
+    assert events == [TextDelta("a")]  # skipped, as SSE says, without losing the events around them
+    assert decoder.unknown == 3
+    assert decoder.first_unknown == first[:UNKNOWN_LINE_PREVIEW]
