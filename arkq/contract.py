@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     TypeAdapter,
@@ -28,6 +29,8 @@ from pydantic import (
 
 from arkq.messages import AnyMessage
 
+#: OpenAI's limit on stop sequences.
+MAX_STOP_SEQUENCES = 4
 JSON_SCHEMA_SHAPE = '{"type": "json_schema", "json_schema": {"name": "...", "schema": {...}}}'
 
 
@@ -44,7 +47,29 @@ class GenerationRequest(BaseModel):
     model: str | None = Field(None, min_length=1)
     #: OpenAI tool definitions; the server may answer with tool calls (SGLang's --tool-call-parser).
     tools: list[dict[str, Any]] | None = None
+    #: OpenAI's `tool_choice`: "none", "auto", "required", or {"type": "function", "function": {"name"}}.
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    #: Ask for a JSON object without a schema (OpenAI's `response_format: {"type": "json_object"}`).
+    json_object: StrictBool = False
+    # Sampling, as OpenAI defines each; unset ones are not sent, and the server's defaults apply.
+    top_p: StrictFloat | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: StrictInt | None = None
+    presence_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
+    frequency_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def sampling(self) -> dict[str, Any]:
+        """The request's own OpenAI parameters beyond messages, model, max_tokens and temperature,
+        as the server takes them; what is unset is left out."""
+        params: dict[str, Any] = {
+            name: value
+            for name in ("tool_choice", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+            if (value := getattr(self, name)) is not None
+        }
+        if self.json_object:
+            params["response_format"] = {"type": "json_object"}
+        return params
 
     @field_validator("json_schema")
     @classmethod
@@ -62,6 +87,19 @@ class GenerationRequest(BaseModel):
         if not isinstance(inner.get("schema"), Mapping):
             raise ValueError("json_schema.schema must be a JSON Schema object (a dict)")
         return value
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and not 1 <= len(value) <= MAX_STOP_SEQUENCES:
+            raise ValueError(f"must be a string or a list of 1 to {MAX_STOP_SEQUENCES} strings")
+        return value
+
+    @model_validator(mode="after")
+    def _one_response_format(self) -> Self:
+        if self.json_object and self.json_schema is not None:
+            raise ValueError("json_object and json_schema: ask for one response format, not both")
+        return self
 
     @field_validator("tools")
     @classmethod

@@ -223,6 +223,7 @@ class ArkModelLink:
         rid: str | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        sampling: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model_name if model is None else model,
@@ -236,6 +237,8 @@ class ArkModelLink:
             params["response_format"] = json_schema
         if tools:
             params["tools"] = list(tools)
+        if sampling:
+            params.update(sampling)
         body = dict(extra_body) if extra_body else {}
         if rid is not None:
             body["rid"] = rid  # SGLang's request id: lets the caller abort it with /abort_request
@@ -282,6 +285,7 @@ class ArkModelLink:
         tools: Sequence[Mapping[str, Any]] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         budget: RequestBudget | None = None,
+        sampling: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream the model's answer as typed events, ending with exactly one `Finish`.
 
@@ -291,6 +295,8 @@ class ArkModelLink:
         starts over after a broken stream passes the same budget again, so that the requests failing
         before any output stay bounded for the whole job. Closing the iterator early closes the HTTP
         stream (SGLang then aborts the request; send `rid` to be able to abort it explicitly too).
+        `sampling` holds further OpenAI parameters (`top_p`, `stop`, `seed`, `tool_choice`, ...), sent
+        as given.
         """
         params = self._params(
             messages,
@@ -301,6 +307,7 @@ class ArkModelLink:
             rid=rid,
             tools=tools,
             extra_body=extra_body,
+            sampling=sampling,
         )
         params["stream"] = True
         params["stream_options"] = {"include_usage": True}

@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self, TypedDict, Unpack
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -24,6 +24,18 @@ from producer.job import Job
 
 #: Job IDs become parts of Redis keys and channel names: keep them printable and bounded.
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+class RequestOptions(TypedDict, total=False):
+    """A request's further fields, with OpenAI's meanings (`arkq.contract.GenerationRequest`)."""
+
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any]
+    json_object: bool
+    top_p: float
+    stop: str | list[str]
+    seed: int
+    presence_penalty: float
+    frequency_penalty: float
 
 
 class Producer:
@@ -88,8 +100,11 @@ class Producer:
         model: str | None = None,
         tools: list[dict[str, Any]] | None = None,
         metadata: dict[str, Any] | None = None,
+        **options: Unpack[RequestOptions],
     ) -> GenerationRequest:
-        """The validated request, or InvalidRequest naming the field that is wrong."""
+        """The validated request, or InvalidRequest naming the field that is wrong. `options` are the
+        request's further fields (`GenerationRequest`): tool_choice, json_object, top_p, stop, seed,
+        presence_penalty, frequency_penalty."""
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
             raise InvalidRequest(
                 "messages: must be a list of messages (Message objects or role/content dicts)"
@@ -102,6 +117,7 @@ class Producer:
             "model": model,
             "tools": tools,
             "metadata": {} if metadata is None else metadata,
+            **options,
         }
         try:
             return GenerationRequest.model_validate(fields)
@@ -119,6 +135,7 @@ class Producer:
         model: str | None = None,
         tools: list[dict[str, Any]] | None = None,
         metadata: dict[str, Any] | None = None,
+        **options: Unpack[RequestOptions],
     ) -> Job:
         """Validate and enqueue one generation job.
 
@@ -138,6 +155,7 @@ class Producer:
             model=model,
             tools=tools,
             metadata=metadata,
+            **options,
         )
         payload = request.model_dump(mode="json")
         _refuse_oversized(payload, self.config.queue.max_payload_bytes)

@@ -226,7 +226,7 @@ class GenerationJob:
             return self.failed(ErrorInfo(kind="internal", message=f"{type(error).__name__}: {error}"))
         result = self.new_result("done")
         result.finish_reason, result.usage = finish.reason, finish.usage
-        result.parsed = _parse_json(result.text) if request.json_schema else None
+        result.parsed = _parse_json(result.text) if request.json_schema or request.json_object else None
         return result
 
     async def _admit(self) -> GenerationRequest:
@@ -302,6 +302,7 @@ class GenerationJob:
             rid=self.rid,
             tools=request.tools,
             budget=budget,
+            sampling=request.sampling(),
         )
         # aclosing: a job stopped mid-stream closes its HTTP stream at once.
         async with aclosing(stream) as deltas:

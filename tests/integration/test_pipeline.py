@@ -268,3 +268,37 @@ async def test_an_enqueue_wakes_an_idle_worker_without_waiting_for_its_poll(
     for index in range(3):
         job = await producer.enqueue([{"role": "user", "content": f"wake {index} [[arkq:tokens=3]]"}])
         assert (await job.result(timeout=10)).usage["completion_tokens"] == 3
+
+
+async def test_sampling_options_reach_the_server(
+    fleet: WorkerFleet, producer: Producer, fake_llm: str
+) -> None:
+    """stop, json_object and the other OpenAI parameters are sent as given: the job's answer is the
+    server's answer to the same request asked directly, and differs from one without them."""
+    fleet.start(1)
+    prompt = "Tell me about the sea."
+    messages = [{"role": "user", "content": prompt}]
+    plain = await direct_completion(fake_llm, prompt)
+    stop = plain.split()[3]
+    options = {"stop": [stop], "top_p": 0.9, "seed": 7, "presence_penalty": 0.5, "frequency_penalty": 0.1}
+    job = await producer.enqueue(messages, max_tokens=1024, temperature=0.7, **options)
+    async with openai.AsyncOpenAI(base_url=fake_llm, api_key="-", max_retries=0) as client:
+        direct = await client.chat.completions.create(
+            model="tgi", messages=messages, max_tokens=1024, temperature=0.7, **options
+        )
+    result = await job.result(timeout=30)
+    assert result.text == direct.choices[0].message.content and stop not in result.text
+    assert len(result.text) < len(plain)
+
+    as_json = await producer.enqueue(messages, json_object=True, tool_choice="none")
+    parsed = (await as_json.result(timeout=30)).parsed
+    assert isinstance(parsed, dict)
+
+    with pytest.raises(InvalidRequest, match="top_p"):
+        await producer.enqueue(messages, top_p=1.5)
+    with pytest.raises(InvalidRequest, match="json_object and json_schema"):
+        await producer.enqueue(
+            messages,
+            json_object=True,
+            json_schema={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+        )
