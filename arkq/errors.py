@@ -9,6 +9,7 @@ particular failure catches its class. Where a built-in meaning fits, a class is 
     ├── ConfigError            the configuration cannot be used; names the key (also ValueError)
     ├── InvalidRequest         a request refused before it reached Redis; names the field (also ValueError)
     ├── QueueFull              queue.max_depth jobs are queued or running; nothing was written
+    │   └── TenantLimitReached one tenant's limit of active jobs; nothing was written
     ├── RedisFailure           a Redis call failed: `job_id` when it was an enqueue's (see `enqueue`)
     │   ├── RedisUnavailable   no answer in time, or no connection (also ConnectionError)
     │   └── RedisRefused       Redis answered with an error: `reply` is what it said
@@ -58,6 +59,15 @@ class QueueFull(ArkqError):
     def __init__(self, message: str, *, depth: int | None = None):
         super().__init__(message)
         self.depth = depth
+
+
+class TenantLimitReached(QueueFull):
+    """The tenant has its limit of jobs queued or running (`gateway.max_active_jobs_per_key`); nothing
+    was written. `depth` is how many it has."""
+
+    def __init__(self, message: str, *, tenant: str, depth: int):
+        super().__init__(message, depth=depth)
+        self.tenant = tenant
 
 
 class RedisFailure(ArkqError):

@@ -16,6 +16,8 @@
 | `ark:cancel:J`       | string  | producer (cancel.lua): a cancel request        | `worker.keep_result_s`  |
 | `ark:tokens:J`       | channel | worker (publish.lua), cancel.lua: each event   | live only               |
 | `ark:wake:Q`         | channel | producer (enqueue.lua): a job was enqueued     | live only               |
+| `ark:owner:J`        | string  | producer (enqueue.lua): the job's tenant       | the job's lifetime      |
+| `ark:active:T`       | zset    | producer (enqueue.lua): tenant T's live jobs   | a day after the last    |
 | `ark:probe`          | none    | worker start-up: a DEL, to see writes allowed  | never exists            |
 
 The event channel's prefix is a setting (`streaming.channel_prefix`); an event's index in the log is
@@ -41,6 +43,8 @@ RESULT_PREFIX = "ark:result:"
 CANCEL_PREFIX = "ark:cancel:"
 LEASE_PREFIX = "ark:lease:"
 WAKE_PREFIX = "ark:wake:"
+OWNER_PREFIX = "ark:owner:"
+ACTIVE_PREFIX = "ark:active:"
 #: Deleted (never written) at worker start-up: a write Redis refuses on a replica or to a user without it.
 WRITE_PROBE_KEY = "ark:probe"
 
@@ -88,3 +92,13 @@ def event_channel(channel_prefix: str, job_id: str) -> str:
 
 def wake_channel(queue_name: str) -> str:
     return WAKE_PREFIX + queue_name
+
+
+def owner_key(job_id: str) -> str:
+    """The tenant that enqueued the job (the gateway's key name), when one did."""
+    return OWNER_PREFIX + job_id
+
+
+def active_jobs_key(tenant: str) -> str:
+    """The tenant's jobs that may still be queued or running; pruned of ended ones at each enqueue."""
+    return ACTIVE_PREFIX + tenant

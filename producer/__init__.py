@@ -19,12 +19,14 @@ from arkq.errors import (
     JobLost,
     JobNotFound,
     QueueFull,
+    RedisFailure,
     RedisUnavailable,
     StreamReset,
+    TenantLimitReached,
 )
 from arkq.messages import AIMessage, Message, SystemMessage, ToolMessage, UserMessage
 from producer.job import Job
-from producer.producer import Producer
+from producer.producer import Producer, RequestOptions
 
 __all__ = [
     "AIMessage",
@@ -40,9 +42,12 @@ __all__ = [
     "Message",
     "Producer",
     "QueueFull",
+    "RedisFailure",
     "RedisUnavailable",
+    "RequestOptions",
     "StreamReset",
     "SystemMessage",
+    "TenantLimitReached",
     "ToolMessage",
     "UserMessage",
 ]

@@ -9,44 +9,85 @@ is harmless.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
 from arkq import scripts
 from arkq.envelope import encode_job
-from arkq.errors import QueueFull
+from arkq.errors import QueueFull, TenantLimitReached
 from arkq.keys import (
     ARQ_JOB_EXPIRES_EXTRA_MS,
+    ARQ_JOB_PREFIX,
+    active_jobs_key,
     arq_job_key,
     arq_result_key,
     event_log_key,
+    owner_key,
     result_key,
     wake_channel,
 )
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The tenant a job is enqueued for, and how many of its jobs may be queued or running at once
+    (0: no limit). `ttl_ms` keeps the record of who owns the job as long as anything of the job."""
+
+    tenant: str
+    max_active: int
+    ttl_ms: int
+
+
 async def enqueue_generation(
-    redis: Redis, job_id: str, payload: dict[str, Any], *, queue_name: str, max_depth: int
+    redis: Redis,
+    job_id: str,
+    payload: dict[str, Any],
+    *,
+    queue_name: str,
+    max_depth: int,
+    owner: Owner | None = None,
 ) -> bool:
     """Enqueue `payload` as arq job `job_id`; False if that job exists or existed (idempotent).
-    Raises QueueFull, writing nothing, when `max_depth` jobs are queued or running."""
+    Raises QueueFull (TenantLimitReached for an owner at its limit), writing nothing, when `max_depth`
+    jobs are queued or running."""
     now_ms = int(time.time() * 1000)
+    tenant = owner.tenant if owner is not None else ""
     keys = [
         arq_job_key(job_id),
         arq_result_key(job_id),
         event_log_key(job_id),
         result_key(job_id),
         queue_name,
+        owner_key(job_id),
+        active_jobs_key(tenant),
     ]
     job = encode_job(payload, enqueued_ms=now_ms)
-    args = [job_id, job, ARQ_JOB_EXPIRES_EXTRA_MS, max_depth, wake_channel(queue_name), now_ms]
-    outcome = int(await scripts.ENQUEUE(redis, keys=keys, args=args))
-    if outcome < 0:
-        depth = -1 - outcome
+    args = [
+        job_id,
+        job,
+        ARQ_JOB_EXPIRES_EXTRA_MS,
+        max_depth,
+        wake_channel(queue_name),
+        now_ms,
+        tenant,
+        owner.max_active if owner is not None else 0,
+        owner.ttl_ms if owner is not None else 0,
+        ARQ_JOB_PREFIX,
+    ]
+    outcome, count = (int(n) for n in await scripts.ENQUEUE(redis, keys=keys, args=args))
+    if outcome == -1:
         raise QueueFull(
-            f"{depth} jobs are queued or running, queue.max_depth={max_depth}: "
+            f"{count} jobs are queued or running, queue.max_depth={max_depth}: "
             "nothing was enqueued; retry later or add workers",
-            depth=depth,
+            depth=count,
+        )
+    if outcome == -2 and owner is not None:
+        raise TenantLimitReached(
+            f"{owner.tenant!r} has {count} jobs queued or running, its limit is {owner.max_active}: "
+            "nothing was enqueued; retry when one ends",
+            tenant=owner.tenant,
+            depth=count,
         )
     return outcome == 1

@@ -14,7 +14,7 @@ from arkq import lease
 from arkq.connection import reply
 from arkq.contract import TERMINAL_EVENT_TYPES, Event, JobResult, parse_event
 from arkq.errors import JobCancelled, JobFailed, JobNotFound, StreamReset
-from arkq.keys import arq_job_key, event_log_key, lease_key, result_key
+from arkq.keys import arq_job_key, event_log_key, lease_key, owner_key, result_key
 from arkq.redis_failures import name_failure
 from config_module.settings import ArkConfig
 from producer.cancel import CancelOutcome, cancel_job
@@ -39,6 +39,12 @@ class Job:
         keys = (arq_job_key(self.id), lease_key(self.id), event_log_key(self.id), result_key(self.id))
         async with redis_answers_within(self._answer_within):
             return bool(await self._redis.exists(*keys))
+
+    async def tenant(self) -> str | None:
+        """The tenant the job was enqueued for (`enqueue(tenant=...)`), None if none or unknown."""
+        async with redis_answers_within(self._answer_within):
+            owner = await self._redis.get(owner_key(self.id))
+        return None if owner is None else owner.decode()
 
     async def is_pending(self) -> bool:
         """Whether the job is queued (or waiting for a retry) or running."""

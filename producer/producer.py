@@ -15,11 +15,12 @@ from arkq.connection import connect
 from arkq.contract import GenerationRequest, describe_validation_error
 from arkq.envelope import serialize
 from arkq.errors import InvalidRequest
+from arkq.keys import ARQ_JOB_EXPIRES_EXTRA_MS
 from arkq.messages import Message
 from config_module import loader
 from config_module.settings import ArkConfig
 from producer.deadline import redis_answers_within
-from producer.enqueue import enqueue_generation
+from producer.enqueue import Owner, enqueue_generation
 from producer.job import Job
 
 #: Job IDs become parts of Redis keys and channel names: keep them printable and bounded.
@@ -135,6 +136,8 @@ class Producer:
         model: str | None = None,
         tools: list[dict[str, Any]] | None = None,
         metadata: dict[str, Any] | None = None,
+        tenant: str | None = None,
+        max_active: int = 0,
         **options: Unpack[RequestOptions],
     ) -> Job:
         """Validate and enqueue one generation job.
@@ -142,6 +145,9 @@ class Producer:
         A `job_id` makes the enqueue idempotent: while Redis still knows that job (queued, running, or
         its result or events kept, a cancelled one included), enqueueing it again returns a handle on
         it and runs nothing new. Idle workers are woken at once.
+
+        `tenant` records who the job is for (`Job.tenant()`); with it, `max_active` > 0 bounds that
+        tenant's jobs queued or running at once (`TenantLimitReached`, a QueueFull).
 
         Raises InvalidRequest (naming the field) or QueueFull, having written nothing, or a
         `RedisFailure` carrying the job's ID (`job_id`): after a `RedisUnavailable` the job may still
@@ -173,8 +179,17 @@ class Producer:
                 payload,
                 queue_name=self.config.queue.name,
                 max_depth=self.config.queue.max_depth,
+                owner=None if tenant is None else self._owner(tenant, max_active),
             )
         return self.job(job_id)
+
+    def _owner(self, tenant: str, max_active: int) -> Owner:
+        if not tenant or not JOB_ID_PATTERN.fullmatch(tenant):
+            raise InvalidRequest(f"tenant: {tenant!r} must be 1-128 letters, digits or _.:-")
+        config = self.config
+        # As long as anything of the job is kept: queued up to a day, then run, then its result and log.
+        keep_s = config.worker.job_timeout_s + max(config.worker.keep_result_s, config.streaming.replay_ttl_s)
+        return Owner(tenant, max_active, ARQ_JOB_EXPIRES_EXTRA_MS + int(keep_s * 1000))
 
 
 def _refuse_oversized(payload: dict[str, Any], limit: int) -> None:

@@ -8,7 +8,7 @@ from arkq.envelope import JOB_FUNCTION
 from arkq.keys import result_key
 from arkq.messages import SystemMessage, UserMessage
 from config_module.loader import load_config
-from producer import InvalidRequest, JobNotFound, Producer
+from producer import InvalidRequest, JobNotFound, Producer, QueueFull, TenantLimitReached
 
 HELLO = [UserMessage(content="Hello!")]
 
@@ -130,3 +130,29 @@ async def test_events_of_an_unknown_job_raise_not_found(producer: Producer) -> N
 async def test_an_unopened_producer_says_how_to_open_it() -> None:
     with pytest.raises(RuntimeError, match="async with"):
         Producer().job("x")
+
+
+async def test_a_tenant_owns_its_jobs_and_is_held_to_its_limit(
+    producer: Producer, fake_redis: ArqRedis
+) -> None:
+    first = await producer.enqueue(HELLO, tenant="alice", max_active=2)
+    await producer.enqueue(HELLO, tenant="alice", max_active=2)
+    assert await first.tenant() == "alice"
+    assert await (await producer.enqueue(HELLO)).tenant() is None
+    before = await fake_redis.zcard("arq:queue")
+    with pytest.raises(TenantLimitReached) as refused:
+        await producer.enqueue(HELLO, tenant="alice", max_active=2, job_id="third")
+    assert refused.value.tenant == "alice" and refused.value.depth == 2
+    assert isinstance(refused.value, QueueFull)
+    assert await fake_redis.zcard("arq:queue") == before and not await fake_redis.exists("arq:job:third")
+    # Another tenant is not held to alice's count.
+    await producer.enqueue(HELLO, tenant="bob", max_active=1)
+    # A job that ends (arq deletes its job key) frees its slot.
+    await fake_redis.delete(f"arq:job:{first.id}")
+    await producer.enqueue(HELLO, tenant="alice", max_active=2, job_id="third")
+    assert await producer.job("third").tenant() == "alice"
+
+
+async def test_a_tenant_name_is_checked(producer: Producer) -> None:
+    with pytest.raises(InvalidRequest, match="tenant"):
+        await producer.enqueue(HELLO, tenant="has space")
