@@ -1,35 +1,104 @@
 """How every arkq process reaches Redis, from the `redis.*` settings: one set of rules for all.
 
-Producers get a plain `redis.asyncio.Redis` from `connect`; workers hand the same options to arq
-(`worker.settings.redis_settings`). Either way: the password in the URL wins over `redis.password`
-(which exists so the secret can live in the environment), connecting gives up after
+Producers get a plain `redis.asyncio.Redis` from `connect`; workers get an arq client built from the
+same keyword arguments (`worker.settings.redis_pool`). Either way: the password in the URL wins over
+`redis.password` (which exists so the secret can live in the environment), connecting gives up after
 `redis.connect_timeout_s`, and a command that meets a lost connection is retried with arkq's backoff
 for about `retry_s` seconds, so a Redis restart is a pause, not a crash.
+
+A Redis can also stop answering without closing anything: its host fails, the network partitions, a
+NAT or firewall forgets the connection. Nothing then tells the client, and a read waits forever. So
+every connection is judged dead after `redis.dead_after_s` of silence, three ways:
+
+- every read of a command's reply times out after `dead_after_s` (`socket_timeout`; arkq and arq use
+  no blocking command, so no legitimate reply takes that long), and the retry then reconnects;
+- a subscribed connection, which only listens, is pinged when quiet (`Heartbeat`): a quiet channel is
+  normal, a connection that does not even answer PING is not;
+- TCP keepalive (and, on Linux, TCP_USER_TIMEOUT) lets the kernel drop an idle connection, or one whose
+  sent bytes go unacknowledged, in about that time, so a dead pooled connection fails at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Awaitable
+import socket
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.backoff import AbstractBackoff
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
-from arkq.backoff import REDIS_BACKOFF, RedisClientBackoff
+from arkq.backoff import RedisClientBackoff
 from arkq.errors import ConfigError
-from config_module.settings import ArkConfig
+from config_module.settings import ArkConfig, RedisConfig
 
 _T = TypeVar("_T")
+
+#: `redis.dead_after_s` for a client that did not come from `connect` (a lent one, fakeredis).
+DEFAULT_DEAD_AFTER_S: float = RedisConfig.model_fields["dead_after_s"].default
 
 
 def reply(value: Awaitable[_T] | _T) -> Awaitable[_T]:
     """A command's reply, typed as what the asyncio client returns: an awaitable. redis-py annotates
     each command as "awaitable or not", since one class body serves its sync and async clients."""
     return cast("Awaitable[_T]", value)
+
+
+class RetryFor(Retry):
+    """redis-py's `Retry`, bounded by time instead of a count of tries.
+
+    A count is a poor bound once a try can itself take `dead_after_s` (a Redis that does not answer):
+    the tries that ride out a 30 s restart in a second each would stall for many minutes. A call is
+    tried again until `budget_s` seconds have passed since it began; the last error is raised then."""
+
+    __slots__ = ("_budget_s",)
+
+    def __init__(self, backoff: AbstractBackoff, budget_s: float):
+        super().__init__(backoff, retries=-1)
+        self._budget_s = budget_s
+
+    @property
+    def budget_s(self) -> float:
+        return self._budget_s
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[_T]], fail: Callable[[RedisError], Any]) -> _T:
+        deadline = time.monotonic() + self._budget_s
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                failures += 1
+                await fail(error)
+                if time.monotonic() >= deadline:
+                    raise error
+                await asyncio.sleep(self._backoff.compute(failures))
+
+
+def keepalive_options(dead_after_s: float) -> dict[int, int]:
+    """TCP keepalive settings under which the kernel gives up on a silent peer in about `dead_after_s`.
+
+    Three probes share the last half of it, after the connection was idle for the rest. The kernel
+    counts whole seconds, so a very short `dead_after_s` rounds up (to 4 s at least). TCP_USER_TIMEOUT
+    bounds how long sent bytes may go unacknowledged (a command or PING to a dead host). Only the
+    options this platform has are set."""
+    probes = 3
+    interval = max(1, math.floor(dead_after_s / 2 / probes))
+    idle = max(1, math.floor(dead_after_s - probes * interval))
+    wanted = {
+        "TCP_KEEPIDLE": idle,
+        "TCP_KEEPINTVL": interval,
+        "TCP_KEEPCNT": probes,
+        "TCP_USER_TIMEOUT": max(1, math.ceil(dead_after_s * 1000)),  # milliseconds
+    }
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
 
 
 @dataclass(frozen=True)
@@ -40,9 +109,25 @@ class RedisOptions:
     username: str | None
     password: str | None
     connect_timeout_s: float
+    dead_after_s: float
     retry: Retry
     #: OSError: refused or reset while (re)connecting, which redis-py does not count as retryable.
     retry_on_error: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, OSError)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `Redis.from_url(self.url, ...)` (arq's `ArqRedis` takes the same)."""
+        kwargs: dict[str, Any] = {
+            "username": self.username,
+            "password": self.password,
+            "socket_connect_timeout": self.connect_timeout_s,
+            "socket_timeout": self.dead_after_s,
+            "retry": self.retry,
+            "retry_on_error": list(self.retry_on_error),
+        }
+        if urlsplit(self.url).scheme != "unix":  # a Unix socket has no TCP options (redis-py refuses them)
+            kwargs["socket_keepalive"] = True
+            kwargs["socket_keepalive_options"] = keepalive_options(self.dead_after_s)
+        return kwargs
 
 
 def redis_options(config: ArkConfig, url: str | None = None, *, retry_s: float | None = None) -> RedisOptions:
@@ -54,14 +139,13 @@ def redis_options(config: ArkConfig, url: str | None = None, *, retry_s: float |
     password = unquote(parts.password) if parts.password is not None else None
     if password is None and config.redis.password is not None:
         password = config.redis.password.get_secret_value()
-    budget = config.redis.retry_s if retry_s is None else retry_s
-    retries = math.ceil(budget / REDIS_BACKOFF.max_s) + 4
     return RedisOptions(
         url=url,
         username=username,
         password=password,
         connect_timeout_s=config.redis.connect_timeout_s,
-        retry=Retry(RedisClientBackoff(), retries=retries),
+        dead_after_s=config.redis.dead_after_s,
+        retry=RetryFor(RedisClientBackoff(), config.redis.retry_s if retry_s is None else retry_s),
     )
 
 
@@ -69,14 +153,7 @@ def connect(config: ArkConfig, url: str | None = None, *, retry_s: float | None 
     """A client for `url` (default `redis.url`); it connects on its first command."""
     options = redis_options(config, url, retry_s=retry_s)
     try:
-        client: Redis = Redis.from_url(
-            options.url,
-            username=options.username,
-            password=options.password,
-            socket_connect_timeout=options.connect_timeout_s,
-            retry=options.retry,
-            retry_on_error=list(options.retry_on_error),
-        )
+        client: Redis = Redis.from_url(options.url, **options.client_kwargs())
     except ValueError as error:
         raise ConfigError(f"redis.url {_without_password(options.url)!r}: {error}") from None
     return client
@@ -87,3 +164,62 @@ def _without_password(url: str) -> str:
     if parts.password is None:
         return url
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def dead_after_s_of(redis: Redis) -> float:
+    """The `redis.dead_after_s` a client was made with (its read timeout, from `connect`), or the
+    default for a client made elsewhere, so its pub/sub connections are judged by the same rule."""
+    timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+    return float(timeout) if timeout else DEFAULT_DEAD_AFTER_S
+
+
+class Heartbeat:
+    """Tells a quiet pub/sub connection from a dead one.
+
+    A subscribed connection only listens, so a Redis that stopped answering without closing it looks
+    just like a channel that nobody publishes on, and a read timeout cannot tell them apart. So after a
+    third of `dead_after_s` spent listening without hearing anything, the heartbeat sends PING (Redis
+    answers it on the subscribed connection too); after `dead_after_s` spent listening without hearing
+    anything, the answer included, `get_message` raises redis-py's TimeoutError, as a command's read
+    timeout does, and the caller connects again. Only time spent inside `get_message` counts: a caller
+    busy elsewhere has not been listening, and whatever arrived meanwhile is read first.
+    """
+
+    PING_PAYLOAD = b"arkq-heartbeat"
+
+    def __init__(self, pubsub: PubSub, dead_after_s: float):
+        self.pubsub = pubsub
+        self._dead_after_s = dead_after_s
+        self._ping_after_s = dead_after_s / 3
+        #: Seconds spent listening since something last arrived.
+        self._listened = 0.0
+        self._pinged = False
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None:
+        """The next published message, or None when none came within `timeout` seconds. Subscription
+        confirmations and PING answers only prove the connection alive; they are not returned."""
+        remaining = timeout
+        while True:
+            if self._listened >= self._dead_after_s:
+                raise TimeoutError(
+                    f"Redis sent nothing on a subscribed connection for {self._listened:.1f} s, not even an "
+                    f"answer to PING (redis.dead_after_s={self._dead_after_s:g})"
+                )
+            if not self._pinged and self._listened >= self._ping_after_s:
+                self._pinged = True
+                await self.pubsub.ping(self.PING_PAYLOAD)
+            if remaining <= 0:
+                return None
+            until_next_step = (self._dead_after_s if self._pinged else self._ping_after_s) - self._listened
+            began = time.monotonic()
+            message: dict[str, Any] | None = await self.pubsub.get_message(
+                timeout=min(remaining, until_next_step)
+            )
+            spent = time.monotonic() - began
+            remaining -= spent
+            if message is None:
+                self._listened += spent
+                continue
+            self._listened, self._pinged = 0.0, False
+            if message["type"] in PubSub.PUBLISH_MESSAGE_TYPES:
+                return message

@@ -48,6 +48,10 @@ class RedisConfig(Section):
     #: Seconds a worker keeps retrying Redis through an outage (a restart, a failover) before it gives up.
     #: Producers give up after connect_timeout_s instead: their callers want an answer.
     retry_s: float = Field(30.0, gt=0)
+    #: Seconds of silence after which a connection counts as dead, though nothing closed it (a failed
+    #: host, a partition, a NAT that forgot it): the read timeout of every command, the pub/sub
+    #: heartbeat and TCP keepalive all follow it. Above any command's legitimate run time.
+    dead_after_s: float = Field(30.0, gt=0)
 
 
 class QueueConfig(Section):

@@ -9,19 +9,64 @@ the log, which holds every event before any live one (the worker appends before 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import suppress
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arkq.backoff import Outage
-from arkq.connection import reply
+from arkq.connection import Heartbeat, dead_after_s_of, reply
 from arkq.contract import TERMINAL_EVENT_TYPES, Event, parse_event
 from arkq.errors import JobLost
 from arkq.keys import event_channel, event_log_key
 
 #: How long the reader waits on the channel before it checks the log anyway.
 QUIET_CHECK_S = 1.0
+
+
+class LiveFeed(Protocol):
+    """A job's live channel as a reader sees it: messages as redis-py's pub/sub gives them (a dict with
+    `data`), None when none came in time, and redis-py's ConnectionError or TimeoutError when some may
+    have been lost (the reader then goes back to the log)."""
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: Opens a `LiveFeed` on a channel: by default a subscription of the reader's own; a process with many
+#: readers shares one (`gateway.hub`).
+Follow = Callable[[str], Awaitable[LiveFeed]]
+
+
+class OwnSubscription:
+    """A reader's own pub/sub connection, watched by a heartbeat (`arkq.connection.Heartbeat`)."""
+
+    def __init__(self, redis: Redis, dead_after_s: float):
+        self._heartbeat = Heartbeat(redis.pubsub(), dead_after_s)
+
+    @classmethod
+    def opener(cls, redis: Redis, dead_after_s: float) -> Follow:
+        async def follow(channel: str) -> LiveFeed:
+            feed = cls(redis, dead_after_s)
+            try:
+                await feed._heartbeat.pubsub.subscribe(channel)
+            except BaseException:
+                await feed.aclose()
+                raise
+            return feed
+
+        return follow
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None:
+        return await self._heartbeat.get_message(timeout=timeout)
+
+    async def aclose(self) -> None:
+        await _close(self._heartbeat.pubsub)
 
 
 async def read_events(
@@ -33,21 +78,34 @@ async def read_events(
     from_seq: int = 0,
     quiet_check_s: float = QUIET_CHECK_S,
     retry_s: float = 30.0,
+    dead_after_s: float | None = None,
+    follow: Follow | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Every event of the job from `from_seq`, each once, ending after the terminal one.
 
     When the channel has been quiet, `is_pending` (queued or running?) decides whether to keep waiting:
-    a job that is neither, with no terminal event in its log, raises JobLost instead of a hang."""
+    a job that is neither, with no terminal event in its log, raises JobLost instead of a hang.
+
+    Redis going away is a pause: closed connections, and connections it stopped answering without
+    closing them (found within `dead_after_s`, by default the client's own: a read timeout, or the live
+    channel's unanswered heartbeat), are replaced, and the log fills in what was missed. After
+    `retry_s` seconds of failures in a row the last one is raised.
+
+    `follow` opens the live channel (default: a subscription of the reader's own)."""
     log_key = event_log_key(job_id)
     channel = event_channel(channel_prefix, job_id)
+    dead_after = dead_after_s_of(redis) if dead_after_s is None else dead_after_s
+    if follow is None:
+        follow = OwnSubscription.opener(redis, dead_after)
     next_seq = from_seq
-    pubsub = redis.pubsub()
     outage = Outage(retry_s)
+    live: LiveFeed | None = None
     try:
-        await pubsub.subscribe(channel)
         quiet = False
         while True:
             try:
+                if live is None:
+                    live = await follow(channel)
                 # Pending is asked before the log is read: a job that ends in between has its
                 # terminal event in the log by then (the worker publishes it before arq lets go).
                 pending = await is_pending() if quiet else True
@@ -66,7 +124,7 @@ async def read_events(
                 quiet = False
                 # Follow the live channel until something is out of order or it goes quiet.
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=quiet_check_s)
+                    message = await live.get_message(timeout=quiet_check_s)
                     if message is None:
                         quiet = True
                         break
@@ -80,11 +138,17 @@ async def read_events(
                     if event.type in TERMINAL_EVENT_TYPES:
                         return
             except (RedisConnectionError, RedisTimeoutError) as error:
-                # Redis went away (a restart, a failover): wait, subscribe again, and catch up from the
-                # log, which kept whatever was published meanwhile.
+                # Redis went away (a restart, a failover, a dead peer): drop the subscription, wait,
+                # subscribe again and catch up from the log, which kept whatever was published meanwhile.
+                if live is not None:
+                    await live.aclose()
+                    live = None
                 await outage.wait(error)
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-                pubsub = redis.pubsub()
-                await pubsub.subscribe(channel)
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]  # as above
+        if live is not None:
+            await live.aclose()
+
+
+async def _close(pubsub: PubSub) -> None:
+    with suppress(RedisError):  # closing a connection to a Redis that does not answer may time out
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated

@@ -9,7 +9,7 @@ import os
 import socket
 from typing import Any
 
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings
 from arq.worker import func
 
 from arkq.backoff import REDIS_BACKOFF
@@ -20,7 +20,7 @@ from arkq.lease import LeaseKeeper
 from config_module.loader import config as default_config
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink
-from worker import arq_patches, wakeup
+from worker import arq_patches, preflight, wakeup
 from worker.job import generate
 
 #: arq's own attempt limit, a backstop far above anything worker.max_tries allows.
@@ -31,12 +31,14 @@ ARQ_TIMEOUT_MARGIN_S = 10.0
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """arq's `on_startup`: arkq's extensions of arq go in (`worker.arq_patches`), then one model link
+    """arq's `on_startup`: arkq's extensions of arq go in (`worker.arq_patches`), a Redis that refuses
+    the worker for good stops it (`worker.preflight`), then one model link
     per process (its HTTP connection pool is shared by every job the worker runs), the lease keeper
     and the wake-up listener."""
     arq_patches.install()
     ctx[arq_patches.ARKQ_WORKER] = True
     config: ArkConfig = ctx.setdefault("config", default_config)
+    await preflight.refuse_unusable(ctx["redis"])
     llm = config.llm
     ctx["link"] = ArkModelLink(
         model_name=llm.model_name,
@@ -61,7 +63,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     leases.start()
     ctx["leases"] = leases
-    ctx["wake_listener"] = asyncio.create_task(wakeup.listen(ctx["redis"], config.queue.name))
+    ctx["wake_listener"] = asyncio.create_task(
+        wakeup.listen(ctx["redis"], config.queue.name, dead_after_s=config.redis.dead_after_s)
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -83,8 +87,10 @@ def arq_job_timeout_s(config: ArkConfig) -> float:
 
     arq's timeout cancels the job like a shutdown does, and the job would then go without its terminal
     event. Outside the job's own deadline, taking the lease, reading the log and storing the end may
-    each wait out a Redis outage (`redis.retry_s`)."""
-    return config.worker.job_timeout_s + 3 * config.redis.retry_s + ARQ_TIMEOUT_MARGIN_S
+    each wait out a Redis outage: retries for `redis.retry_s`, the last of which may wait
+    `redis.dead_after_s` for a Redis that does not answer."""
+    outage_s = config.redis.retry_s + config.redis.dead_after_s
+    return config.worker.job_timeout_s + 3 * outage_s + ARQ_TIMEOUT_MARGIN_S
 
 
 def arq_claim_ttl_s(config: ArkConfig) -> float:
@@ -119,8 +125,24 @@ def worker_options(config: ArkConfig) -> dict[str, Any]:
     }
 
 
+def redis_pool(config: ArkConfig, url: str | None = None) -> ArqRedis:
+    """The worker's Redis client, made as every arkq client is (`arkq.connection`), dead-peer
+    detection included.
+
+    arq would build its client from `RedisSettings`, which has no read timeout and no keepalive to
+    pass on; so the worker hands arq a client of arq's own class instead (arq's `redis_pool`
+    setting), set up as arq's `create_pool` sets up its clients. It connects on its first command, in
+    the worker's event loop, and rides out a Redis that is not up yet for `redis.retry_s`."""
+    options = redis_options(config, url)
+    pool: ArqRedis = ArqRedis.from_url(options.url, **options.client_kwargs())
+    pool.job_serializer, pool.job_deserializer = serialize, deserialize
+    pool.default_queue_name = config.queue.name
+    return pool
+
+
 def redis_settings(config: ArkConfig, url: str | None = None) -> RedisSettings:
-    """arq's connection settings, by the same rules as every arkq client (`arkq.connection`)."""
+    """arq's connection settings, by the same rules as every arkq client (`arkq.connection`), for
+    what arq connects by itself: `arq --check` (the worker's own client is `redis_pool`)."""
     options = redis_options(config, url)
     settings = RedisSettings.from_dsn(options.url)
     settings.username, settings.password = options.username, options.password
@@ -141,6 +163,7 @@ WorkerSettings = type(
     {
         "__doc__": "The settings `arq worker.WorkerSettings` runs with, from the configuration.",
         **worker_options(default_config),
+        "redis_pool": redis_pool(default_config),
         "redis_settings": redis_settings(default_config),
     },
 )

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from arkq.backoff import REDIS_BACKOFF
+from arkq.connection import Heartbeat
 from arkq.keys import wake_channel
 
 logger = logging.getLogger("arkq.worker")
@@ -48,21 +49,26 @@ async def after_job_end(ctx: dict[str, object]) -> None:
     asyncio.get_running_loop().call_soon(_wake.set)
 
 
-async def listen(redis: Redis, queue_name: str) -> None:
-    """Wake the poll loop on every message on the queue's wake channel; runs until cancelled."""
+async def listen(redis: Redis, queue_name: str, *, dead_after_s: float) -> None:
+    """Wake the poll loop on every message on the queue's wake channel; runs until cancelled.
+
+    A connection that Redis stopped answering without closing it is noticed by its heartbeat within
+    `dead_after_s` (`arkq.connection.Heartbeat`), and dropped for a new one like a closed one."""
     failures = 0
     while True:
         pubsub = redis.pubsub()
         try:
             await pubsub.subscribe(wake_channel(queue_name))
             failures = 0
-            async for message in pubsub.listen():
-                if message["type"] == "message":
+            heartbeat = Heartbeat(pubsub, dead_after_s)
+            while True:
+                if await heartbeat.get_message(timeout=dead_after_s) is not None:
                     _wake.set()
-        except RedisError as error:  # a Redis restart: polling covers the gap, listen again
+        except RedisError as error:  # a Redis restart or a dead peer: polling covers the gap, listen again
             delay = REDIS_BACKOFF.delay(failures)
             failures += 1
             logger.warning("wake-up channel lost (%s); listening again in %.2f s", error, delay)
             await asyncio.sleep(delay)
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            with contextlib.suppress(RedisError):  # closing a dead connection may time out: let it go
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated

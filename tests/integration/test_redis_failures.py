@@ -213,3 +213,35 @@ def test_debug_adds_the_traceback() -> None:
     ran = arkq(f"redis://127.0.0.1:{free_port()}/0", "--debug", "result", "some-job")
     assert ran.returncode == exit_codes.REDIS_UNREACHABLE
     assert "Traceback" in ran.stderr and ran.stderr.splitlines()[-1].startswith("arkq: Redis did not answer")
+
+
+async def test_a_timed_out_enqueue_may_have_happened_and_retrying_it_runs_once(tmp_path: Path) -> None:
+    """Redis goes silent mid-enqueue: `enqueue` gives up within its timeout with the job's ID, and says
+    the job may have been queued. It was (the command reaches Redis when the network comes back), and
+    enqueueing again with that ID queues nothing new."""
+    from arkq.errors import RedisUnavailable
+    from config_module.settings import ArkConfig
+    from producer import Producer
+    from tests.tcp_proxy import ProxyProcess
+
+    process, url = start_redis(tmp_path)
+    admin = redis.Redis.from_url(url)
+    proxy = ProxyProcess(int(url.rsplit(":", 1)[1].split("/")[0]))
+    config = ArkConfig.model_validate({"redis": {"connect_timeout_s": 1, "retry_s": 1}})
+    try:
+        async with Producer(proxy.url(), config=config) as producer:
+            await producer.enqueue([{"role": "user", "content": "first"}])  # Redis knows the script now
+            proxy.stall()
+            with pytest.raises(RedisUnavailable) as timed_out:
+                await producer.enqueue([{"role": "user", "content": "hi"}])
+            job_id = timed_out.value.job_id
+            assert job_id is not None and f"job_id={job_id!r}" in str(timed_out.value)
+            assert "may still have been queued" in str(timed_out.value)
+            proxy.resume()
+            wait_until(lambda: admin.zscore("arq:queue", job_id) is not None, 10, "the held enqueue landing")
+            again = await producer.enqueue([{"role": "user", "content": "hi"}], job_id=job_id)
+            assert again.id == job_id and admin.zcard("arq:queue") == 2
+    finally:
+        proxy.stop()
+        admin.close()
+        process.stop()

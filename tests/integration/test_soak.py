@@ -1,7 +1,12 @@
-"""Soak: hundreds of jobs on three workers while workers are SIGKILLed and Redis restarts (AOF on).
+"""Soak: hundreds of jobs on three workers while workers are SIGKILLed, Redis restarts (AOF on), and
+Redis goes silent, every connection left open, for longer than `redis.dead_after_s`: once as after a
+partition that heals but whose connections are lost for good (a NAT forgot them), once as a stall
+after which the same connections carry on.
 
-Every job must end with exactly one terminal event, and every completed job's text, rebuilt from its
-events as a subscriber would (tokens since the last `reset`), must equal its stored result.
+Every process reaches Redis through `tests.tcp_proxy`, which makes the silences. Every job must end with
+exactly one terminal event, every completed job's text, rebuilt from its events as a subscriber would
+(tokens since the last `reset`), must equal its stored result, readers that follow jobs through it all
+must see the same events, and no process but the killed ones may need a restart.
 """
 
 from __future__ import annotations
@@ -13,13 +18,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from producer import Job, Producer
+from config_module.loader import load_config
+from producer import Job, Producer, RedisUnavailable
 from tests.servers import PersistentRedis, WorkerFleet, ark_env
 from tests.streams import assert_one_end, text_of_last_attempt
+from tests.tcp_proxy import ProxyProcess
 
 JOBS = 300
 WORKERS = 3
-KILLS = 4
+#: The blows, in order, a second or two apart.
+CHAOS = ("kill", "partition", "kill", "restart", "kill", "stall", "kill")
+#: Seconds of silence that make a connection dead: short, so that the silence outlasts it.
+DEAD_AFTER_S = 2.0
+#: How long Redis stays silent (every connection open, nothing answered).
+STALL_S = 2.5 * DEAD_AFTER_S
+#: Every this many jobs, a reader follows the job live from its enqueue, through the chaos.
+FOLLOW_EVERY = 10
 
 
 def prompt(index: int, rng: random.Random) -> tuple[str, str | None]:
@@ -35,14 +49,25 @@ def prompt(index: int, rng: random.Random) -> tuple[str, str | None]:
     return f"job {index} [[arkq:tokens={tokens} itl_ms=15]]", None
 
 
-async def chaos(fleet: WorkerFleet, redis: PersistentRedis, rng: random.Random, log: list[str]) -> None:
-    """SIGKILL a random worker now and then (and start a fresh one, as compose would), and restart
-    Redis once, half-way."""
-    for round_ in range(KILLS + 1):
+async def chaos(
+    fleet: WorkerFleet, redis: PersistentRedis, proxy: ProxyProcess, rng: random.Random, log: list[str]
+) -> None:
+    """The `CHAOS` blows: SIGKILL a random worker (and start a fresh one, as compose would), restart
+    Redis, or make it silent for `STALL_S` without closing any connection, after which the connections
+    open then carry on (`stall`) or never carry another byte (`partition`)."""
+    for blow in CHAOS:
         await asyncio.sleep(rng.uniform(1.5, 2.5))  # fixed: the chaos's own pace, between two blows
-        if round_ == KILLS // 2:
+        if blow == "restart":
             await asyncio.to_thread(redis.restart, 0.5)
             log.append("redis restarted")
+            continue
+        if blow in {"stall", "partition"}:
+            await asyncio.to_thread(proxy.stall)
+            await asyncio.sleep(STALL_S)  # fixed: the silence itself, which every client must notice
+            if blow == "partition":
+                await asyncio.to_thread(proxy.forget)
+            await asyncio.to_thread(proxy.resume)
+            log.append(f"redis silent for {STALL_S:g} s ({blow})")
             continue
         victim = rng.choice(fleet.alive())
         victim.popen.send_signal(signal.SIGKILL)
@@ -51,13 +76,15 @@ async def chaos(fleet: WorkerFleet, redis: PersistentRedis, rng: random.Random, 
         await asyncio.to_thread(fleet.start, 1)
 
 
-async def test_soak_kills_and_a_redis_restart_lose_no_job_and_no_token(
+async def test_soak_kills_a_redis_restart_and_a_silent_redis_lose_no_job_and_no_token(
     aof_redis: PersistentRedis, fake_llm: str, log_dir: Path
 ) -> None:
     rng = random.Random(20261125)
+    proxy = ProxyProcess(aof_redis.port)
     env = ark_env(
-        aof_redis.url,
+        proxy.url(),
         fake_llm,
+        redis__dead_after_s=str(DEAD_AFTER_S),
         worker__lease_s="2",
         worker__lease_renew_s="0.2",
         worker__max_jobs="32",
@@ -70,15 +97,35 @@ async def test_soak_kills_and_a_redis_restart_lose_no_job_and_no_token(
     started = time.monotonic()
     try:
         fleet.start(WORKERS)
-        async with Producer(aof_redis.url) as producer:
+        # An enqueue that meets the silence fails after connect_timeout_s; the caller tries again with
+        # the same job ID (the documented way: the same ID runs once).
+        config = load_config(
+            {"ARK_REDIS__DEAD_AFTER_S": str(DEAD_AFTER_S), "ARK_REDIS__CONNECT_TIMEOUT_S": "2"}
+        )
+        async with Producer(proxy.url(), config=config) as producer:
             planned = [prompt(index, rng) for index in range(JOBS)]
             jobs: list[Job] = []
-            chaos_task = asyncio.create_task(chaos(fleet, aof_redis, rng, chaos_log))
-            for text, _ in planned:
-                jobs.append(await producer.enqueue([{"role": "user", "content": text}]))
+            followers: dict[int, asyncio.Task[list]] = {}
+            enqueue_failures = 0
+            chaos_task = asyncio.create_task(chaos(fleet, aof_redis, proxy, rng, chaos_log))
+            for index, (text, _) in enumerate(planned):
+                while True:
+                    try:
+                        job = await producer.enqueue(
+                            [{"role": "user", "content": text}], job_id=f"soak-{index}"
+                        )
+                        break
+                    except RedisUnavailable:
+                        enqueue_failures += 1
+                jobs.append(job)
+                if index % FOLLOW_EVERY == 0:
+                    followers[index] = asyncio.create_task(follow(job))
                 await asyncio.sleep(0.02)  # fixed: a steady stream of work while the chaos goes on
             await chaos_task
             sequences = await asyncio.wait_for(asyncio.gather(*(collect(job) for job in jobs)), timeout=240)
+            followed = await asyncio.wait_for(asyncio.gather(*followers.values()), timeout=60)
+            for index, events in zip(followers, followed, strict=True):
+                assert events == sequences[index], f"the live reader of {jobs[index].id} saw what the log has"
             outcomes: Counter[str] = Counter()
             retried = retried_by_chaos = 0
             for job, (text, expected_error), events in zip(jobs, planned, sequences, strict=True):
@@ -97,17 +144,38 @@ async def test_soak_kills_and_a_redis_restart_lose_no_job_and_no_token(
                     outcomes[f"failed ({events[-1].kind})"] += 1
         print(
             f"\nsoak: {JOBS} jobs on {WORKERS} workers in {time.monotonic() - started:.1f} s; "
-            f"{', '.join(chaos_log)}; {dict(outcomes)}; retried (more than one attempt): {retried}"
+            f"{', '.join(chaos_log)}; {dict(outcomes)}; retried (more than one attempt): {retried}; "
+            f"enqueues tried again: {enqueue_failures}"
         )
         assert outcomes["completed"] + sum(v for k, v in outcomes.items() if k != "completed") == JOBS
         assert retried_by_chaos > 0, "the kills hit running jobs"
-        assert len(fleet.alive()) == WORKERS, "no worker died but those killed (the Redis restart included)"
+        assert enqueue_failures > 0, "the silence hit the producer: its enqueue failed in time"
+        assert len(fleet.alive()) == WORKERS, (
+            "no worker died but those killed (the Redis restart and the silence included)"
+        )
+        assert proxy.popen.poll() is None
     except BaseException:
         print(fleet.logs()[-20000:])
         raise
     finally:
         fleet.stop()
+        proxy.stop()
 
 
 async def collect(job: Job) -> list:
     return [event async for event in job.events()]
+
+
+async def follow(job: Job) -> list:
+    """`collect`, by a reader that starts as the job is enqueued: if Redis fails its first look (the
+    job's existence, bounded by connect_timeout_s), it starts again; once it has events it must ride
+    out whatever comes."""
+    while True:
+        events: list = []
+        try:
+            async for event in job.events():
+                events.append(event)
+            return events
+        except RedisUnavailable:
+            if events:
+                raise

@@ -127,3 +127,105 @@ def test_a_redis_url_that_is_not_one_is_a_config_error_without_its_password() ->
     with pytest.raises(ConfigError, match=r"redis\.url") as refused:
         connect(load_config({"ARK_REDIS__URL": "http://:secret@h:6380/2"}))
     assert "secret" not in str(refused.value)
+
+
+def test_dead_after_s_defaults_to_30_s_is_overridable_and_must_be_positive() -> None:
+    assert load_config({}).redis.dead_after_s == 30
+    assert load_config({"ARK_REDIS__DEAD_AFTER_S": "2.5"}).redis.dead_after_s == 2.5
+    for bad in ("0", "-1"):
+        with pytest.raises(ConfigError, match=r"redis\.dead_after_s"):
+            load_config({"ARK_REDIS__DEAD_AFTER_S": bad})
+
+
+def test_every_client_judges_a_silent_connection_by_dead_after_s() -> None:
+    import fakeredis
+    from arq.connections import ArqRedis
+
+    from arkq.connection import RetryFor, connect, dead_after_s_of, keepalive_options
+    from arkq.envelope import serialize
+    from worker.settings import WorkerSettings, redis_pool
+
+    config = load_config({"ARK_REDIS__DEAD_AFTER_S": "12", "ARK_REDIS__RETRY_S": "7"})
+    for client in (connect(config), redis_pool(config)):
+        connection = client.connection_pool.make_connection()
+        assert connection.socket_timeout == 12
+        assert connection.socket_connect_timeout == config.redis.connect_timeout_s
+        assert connection.socket_keepalive is True
+        assert connection.socket_keepalive_options == keepalive_options(12)
+        assert isinstance(connection.retry, RetryFor) and connection.retry.budget_s == 7
+        assert dead_after_s_of(client) == 12
+    assert dead_after_s_of(fakeredis.FakeAsyncRedis()) == 30, "a lent client gets the default"
+    # `arq worker.WorkerSettings` runs on such a client, not one arq builds without these options.
+    pool = WorkerSettings.__dict__["redis_pool"]
+    assert isinstance(pool, ArqRedis) and pool.job_serializer is serialize
+    assert pool.default_queue_name == WorkerSettings.__dict__["queue_name"]
+    assert pool.connection_pool.connection_kwargs["socket_keepalive"] is True
+
+
+@pytest.mark.parametrize("dead_after_s", [0.5, 2, 4, 12, 30, 600])
+def test_tcp_keepalive_gives_up_on_a_silent_peer_in_about_dead_after_s(dead_after_s: float) -> None:
+    import math
+    import socket
+
+    from arkq.connection import keepalive_options
+
+    options = keepalive_options(dead_after_s)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        assert options[socket.TCP_USER_TIMEOUT] == math.ceil(dead_after_s * 1000)
+    if not hasattr(socket, "TCP_KEEPIDLE"):
+        pytest.skip("no Linux keepalive options on this platform")
+    idle, interval, probes = (
+        options[socket.TCP_KEEPIDLE],
+        options[socket.TCP_KEEPINTVL],
+        options[socket.TCP_KEEPCNT],
+    )
+    assert min(idle, interval, probes) >= 1  # the kernel refuses 0, and counts whole seconds
+    assert dead_after_s / 2 <= idle + interval * probes <= max(dead_after_s, 4)
+
+
+def test_a_unix_socket_url_gets_the_read_timeout_but_no_tcp_options() -> None:
+    from arkq.connection import connect
+
+    client = connect(load_config({"ARK_REDIS__DEAD_AFTER_S": "3"}), "unix:///tmp/arkq-redis.sock")
+    connection = client.connection_pool.make_connection()  # redis-py refuses TCP options for these
+    assert connection.socket_timeout == 3
+    assert "socket_keepalive" not in client.connection_pool.connection_kwargs
+
+
+async def test_redis_retries_are_bounded_by_time_not_by_tries() -> None:
+    import copy
+    import time
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from arkq.backoff import Backoff, RedisClientBackoff
+    from arkq.connection import RetryFor
+
+    retry = RetryFor(RedisClientBackoff(Backoff(base_s=0.01, max_s=0.01)), budget_s=0.3)
+    calls = 0
+
+    async def refused() -> None:
+        nonlocal calls
+        calls += 1
+        raise RedisConnectionError("refused")
+
+    async def no_cleanup(error: Exception) -> None:
+        del error
+
+    started = time.monotonic()
+    with pytest.raises(RedisConnectionError):
+        await retry.call_with_retry(refused, no_cleanup)
+    assert time.monotonic() - started >= 0.3
+    assert calls > 2
+
+    outcomes: list[object] = [RedisTimeoutError("silent"), RedisConnectionError("reset"), "answered"]
+
+    async def third_time_lucky() -> object:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert await retry.call_with_retry(third_time_lucky, no_cleanup) == "answered"
+    assert copy.deepcopy(retry).budget_s == 0.3  # redis-py copies it into each connection
