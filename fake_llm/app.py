@@ -15,7 +15,7 @@ from . import completion
 from .completion import Turn, fault_error
 from .directives import DirectiveError, Directives, FaultBudget, parse_directives
 from .generation import GrammarError, estimate_prompt_tokens, plan_output
-from .protocol import ApiError, ChatRequest, parse_chat_request
+from .protocol import ChatRequest, EmulatedApiError, parse_chat_request
 from .registry import Registry
 from .stats import Stats
 from .wire import ChunkEncoder, dumps, error_body, model_card
@@ -80,7 +80,7 @@ def _json(value: object, status: int = 200, headers: dict[str, str] | None = Non
     return web.Response(text=dumps(value), status=status, headers=headers, content_type="application/json")
 
 
-def _error_response(error: ApiError) -> web.Response:
+def _error_response(error: EmulatedApiError) -> web.Response:
     body = error.body if error.body is not None else error_body(error.message, error.err_type, error.status)
     return _json(body, status=error.status, headers=error.headers)
 
@@ -127,7 +127,7 @@ def _not_found_middleware(stats: Stats) -> Middleware:
 async def _read_json(request: web.Request) -> object:
     media_type = request.content_type.lower()
     if media_type != "application/json":
-        raise ApiError(
+        raise EmulatedApiError(
             "1 validation error:\n  {'loc': ['header', 'content-type'], 'msg': \"Unsupported Media Type: "
             "Only 'application/json' is allowed\", 'type': 'value_error'}",
             err_type="Bad Request",
@@ -137,7 +137,9 @@ async def _read_json(request: web.Request) -> object:
         return json.loads(raw)
     except ValueError as exc:
         error = {"type": "json_invalid", "loc": ("body", getattr(exc, "pos", 0)), "msg": "JSON decode error"}
-        raise ApiError(f"1 validation error:\n  {error!r} {[error]!r}", err_type="Bad Request") from None
+        raise EmulatedApiError(
+            f"1 validation error:\n  {error!r} {[error]!r}", err_type="Bad Request"
+        ) from None
 
 
 # -- routes ------------------------------------------------------------------------------
@@ -189,10 +191,12 @@ async def _abort_request(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
         body = await _read_json(request)
-    except ApiError as error:
+    except EmulatedApiError as error:
         return _error_response(error)
     if not isinstance(body, dict):
-        return _error_response(ApiError("abort_request expects a JSON object", err_type="Bad Request"))
+        return _error_response(
+            EmulatedApiError("abort_request expects a JSON object", err_type="Bad Request")
+        )
     if body.get("abort_all"):
         state.registry.abort_all()
     elif isinstance(body.get("rid"), str):
@@ -207,7 +211,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     stats.active += 1
     try:
         return await _chat(request, state)
-    except ApiError as error:
+    except EmulatedApiError as error:
         stats.errors += 1
         return _error_response(error)
     finally:
@@ -219,7 +223,7 @@ async def _chat(request: web.Request, state: FakeLLMState) -> web.StreamResponse
     try:
         faults = state.budget.apply(parse_directives(chat.texts))
     except DirectiveError as exc:
-        raise ApiError(str(exc)) from None
+        raise EmulatedApiError(str(exc)) from None
     prompt_tokens = _check_context(chat, faults, state)
 
     if faults.status is not None:
@@ -237,7 +241,7 @@ async def _chat(request: web.Request, state: FakeLLMState) -> web.StreamResponse
     except GrammarError as exc:
         message = exc.sglang_message
         if not chat.stream:
-            raise ApiError(message) from None
+            raise EmulatedApiError(message) from None
         state.stats.errors += 1
         usage = ChunkEncoder(rid, chat.model).usage(prompt_tokens, 0, 0) if chat.include_usage else None
         return await completion.reject_stream(request, message=message, code=400, usage=usage)
@@ -270,13 +274,13 @@ def _check_context(chat: ChatRequest, faults: Directives, state: FakeLLMState) -
         state.stats.faults += 1
         prompt_tokens = max(prompt_tokens, context + 1)
     if prompt_tokens >= context:
-        raise ApiError(
+        raise EmulatedApiError(
             f"The input ({prompt_tokens} tokens) is longer than the model's "
             f"context length ({context} tokens)."
         )
     if chat.max_tokens is not None and chat.max_tokens + prompt_tokens >= context:
         total = chat.max_tokens + prompt_tokens
-        raise ApiError(
+        raise EmulatedApiError(
             f"Requested token count exceeds the model's maximum context length of {context} tokens. "
             f"You requested a total of {total} tokens: {prompt_tokens} tokens from the input messages and "
             f"{chat.max_tokens} tokens for the completion. Please reduce the number of tokens in the input "

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from .directives import Directives
 from .generation import OutputPlan
-from .protocol import ApiError, ChatRequest
+from .protocol import ChatRequest, EmulatedApiError
 from .registry import ActiveRequest
 from .stats import Stats
 from .wire import DONE, ChunkEncoder, completion_body, dumps, stream_error_event, usage_dict
@@ -38,7 +38,7 @@ def fault_message(code: int) -> str:
     return QUEUE_FULL_MESSAGE if code == 503 else INJECTED_MESSAGE
 
 
-def fault_error(code: int, retry_after: int | None = None) -> ApiError:
+def fault_error(code: int, retry_after: int | None = None) -> EmulatedApiError:
     """The HTTP error SGLang returns for a non-streamed request that fails with ``code``.
 
     A 400 surfaces as a ``ValueError`` ("BadRequestError"); 500/503 aborts come through
@@ -46,9 +46,9 @@ def fault_error(code: int, retry_after: int | None = None) -> ApiError:
     """
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     if code == 401:  # what SGLang's API-key middleware answers
-        return ApiError(UNAUTHORIZED, status=401, headers=headers, body={"error": UNAUTHORIZED})
+        return EmulatedApiError(UNAUTHORIZED, status=401, headers=headers, body={"error": UNAUTHORIZED})
     err_type = "BadRequestError" if code == 400 else str(code)
-    return ApiError(fault_message(code), status=code, err_type=err_type, headers=headers)
+    return EmulatedApiError(fault_message(code), status=code, err_type=err_type, headers=headers)
 
 
 #: What an authenticating gateway (an SSO proxy, a captive portal) in front of the server answers a

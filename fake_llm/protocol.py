@@ -18,12 +18,12 @@ from arkq.errors import ArkqError
 
 from .json_instances import SchemaError, check_schema
 
-__all__ = ["ApiError", "ChatRequest", "ToolSpec", "parse_chat_request"]
+__all__ = ["ChatRequest", "EmulatedApiError", "ToolSpec", "parse_chat_request"]
 
 ResponseKind = Literal["text", "json_object", "json_schema"]
 
 
-class ApiError(ArkqError):
+class EmulatedApiError(ArkqError):
     """A request that ends in an HTTP error with SGLang's flat error body."""
 
     def __init__(
@@ -66,11 +66,13 @@ class ChatRequest:
     tools_text: str  # the tool definitions, for the prompt-size estimate
 
 
-def _validation_error(loc: tuple[Any, ...], msg: str, value: Any, kind: str = "value_error") -> ApiError:
+def _validation_error(
+    loc: tuple[Any, ...], msg: str, value: Any, kind: str = "value_error"
+) -> EmulatedApiError:
     """Mimic FastAPI's RequestValidationError as SGLang re-labels it (400 "Bad Request")."""
     error = {"type": kind, "loc": ("body", *loc), "msg": msg, "input": value}
     message = f"1 validation error:\n  {error!r} {[error]!r}"
-    return ApiError(message, err_type=HTTPStatus.BAD_REQUEST.phrase)
+    return EmulatedApiError(message, err_type=HTTPStatus.BAD_REQUEST.phrase)
 
 
 def _message_text(content: Any, index: int) -> str:
@@ -126,15 +128,15 @@ def _parse_tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
 def _choose_tool(tools: list[dict[str, Any]], tool_choice: Any) -> ToolSpec | None:
     """Replicates ``_validate_request``'s tool checks, then picks the tool to call."""
     if isinstance(tool_choice, str) and tool_choice == "required" and not tools:
-        raise ApiError("Tools cannot be empty if tool choice is set to required.")
+        raise EmulatedApiError("Tools cannot be empty if tool choice is set to required.")
     named: str | None = None
     if not isinstance(tool_choice, str):
         if not tools:
-            raise ApiError("Tools cannot be empty if tool choice is set to a specific tool.")
+            raise EmulatedApiError("Tools cannot be empty if tool choice is set to a specific tool.")
         function = tool_choice.get("function") if isinstance(tool_choice, dict) else None
         named = function.get("name") if isinstance(function, dict) else None
         if not any(t["function"]["name"] == named for t in tools):
-            raise ApiError(f"Tool '{named}' not found in tools list.")
+            raise EmulatedApiError(f"Tool '{named}' not found in tools list.")
     for i, tool in enumerate(tools):
         parameters = tool["function"].get("parameters")
         if parameters is None:
@@ -142,7 +144,7 @@ def _choose_tool(tools: list[dict[str, Any]], tool_choice: Any) -> ToolSpec | No
         try:
             check_schema(parameters)
         except SchemaError as exc:
-            raise ApiError(f"Tool {i} function has invalid 'parameters' schema: {exc}") from None
+            raise EmulatedApiError(f"Tool {i} function has invalid 'parameters' schema: {exc}") from None
     if not tools or tool_choice == "none":
         return None
     chosen = next(t for t in tools if named is None or t["function"]["name"] == named)
@@ -163,12 +165,12 @@ def _parse_response_format(body: dict[str, Any]) -> tuple[ResponseKind, Any]:
     if spec is None and isinstance(fmt.get("schema"), dict):  # SGLang also accepts a bare "schema"
         spec = {"name": fmt["schema"].get("title", "Schema"), "schema": fmt["schema"]}
     if spec is None:
-        raise ApiError("schema_ is required for json_schema response format request.")
+        raise EmulatedApiError("schema_ is required for json_schema response format request.")
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise _validation_error(("response_format", "json_schema", "name"), "Field required", spec, "missing")
     schema = spec.get("schema")
     if schema is None:
-        raise ApiError("schema_ is required for json_schema response format request.")
+        raise EmulatedApiError("schema_ is required for json_schema response format request.")
     if not isinstance(schema, dict):
         loc = ("response_format", "json_schema", "schema")
         raise _validation_error(loc, "Input should be a valid dictionary", schema, "dict_type")
@@ -176,7 +178,7 @@ def _parse_response_format(body: dict[str, Any]) -> tuple[ResponseKind, Any]:
 
 
 def parse_chat_request(body: Any, *, context_length: int) -> ChatRequest:
-    """Validate ``body`` and extract what generation needs; raises :class:`ApiError`."""
+    """Validate ``body`` and extract what generation needs; raises :class:`EmulatedApiError`."""
     if not isinstance(body, dict):
         raise _validation_error((), "Input should be a valid dictionary", body, "dict_type")
     messages = body.get("messages")
@@ -203,20 +205,20 @@ def parse_chat_request(body: Any, *, context_length: int) -> ChatRequest:
     include_usage = bool(stream_options.get("include_usage")) if isinstance(stream_options, dict) else False
     rid = body.get("rid")
     if rid is not None and not isinstance(rid, str):
-        raise ApiError("Only a single string `rid` is supported by the emulator.")
+        raise EmulatedApiError("Only a single string `rid` is supported by the emulator.")
     model = body.get("model")
 
     # Same order as OpenAIServingChat._validate_request.
     if not messages:
-        raise ApiError("Messages cannot be empty.")
+        raise EmulatedApiError("Messages cannot be empty.")
     tool = _choose_tool(tools, tool_choice)
     if max_tokens and max_tokens > context_length:
-        raise ApiError(
+        raise EmulatedApiError(
             f"max_completion_tokens is too large: {max_tokens}."
             f"This model supports at most {context_length} completion tokens."
         )
     if n is not None and n != 1:
-        raise ApiError("The emulator only supports n=1.")
+        raise EmulatedApiError("The emulator only supports n=1.")
 
     return ChatRequest(
         model=model if isinstance(model, str) else "default",
