@@ -50,7 +50,12 @@ class ConfigError(ArkqError, ValueError):
 
 
 class InvalidRequest(ArkqError, ValueError):
-    """The request was refused before anything reached Redis; the message names the field."""
+    """The request was refused before anything reached Redis; the message names the field, and
+    `field` is its top-level name (`messages`, `json_schema`, ...) when the fault is in one."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class QueueFull(ArkqError):

@@ -111,6 +111,27 @@ def start_fake_llm(log_dir: Path, *options: str) -> tuple[Process, str]:
     return process, f"http://127.0.0.1:{port}/v1"
 
 
+def start_gateway(log_dir: Path, env: Mapping[str, str], *options: str) -> tuple[Process, str]:
+    """`arkq serve` on a free port, as a user starts it; its base URL (`http://127.0.0.1:P`) once it
+    answers /healthz."""
+    port = free_port()
+    argv = [str(BIN / "arkq"), "serve", "--host", "127.0.0.1", "--port", str(port), *options]
+    process = start(f"gateway-{port}", argv, log_dir, env)
+
+    def healthy() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                return sock.recv(12).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return process.popen.poll() is not None
+
+    wait_until(healthy, 30, "arkq serve")
+    if process.popen.poll() is not None:
+        raise RuntimeError(f"arkq serve exited:\n{process.log()}")
+    return process, f"http://127.0.0.1:{port}"
+
+
 @dataclass
 class WorkerFleet:
     """N `arq worker.WorkerSettings` processes, as `docker compose up --scale worker=N` runs them."""

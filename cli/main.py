@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("-v", "--verbose", action="store_true")
     worker.set_defaults(run=None, handler=run_worker)
 
+    serve = commands.add_parser("serve", help="the HTTP gateway: OpenAI-compatible API and jobs API")
+    _add("cli.serve", serve)
+    serve.set_defaults(run=None, handler=_lazy("cli.serve", "run"))
+
     check = commands.add_parser("check-llm", help="is an OpenAI-compatible server answering at llm.base_url?")
     _add("cli.check_llm", check)
     check.set_defaults(run=None, handler=_lazy("cli.check_llm", "run"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -94,12 +94,42 @@ class StreamingConfig(Section):
     replay_ttl_s: float = Field(3600.0, gt=0)
 
 
+class GatewayConfig(Section):
+    """`arkq serve`: the HTTP gateway (OpenAI-compatible API, jobs API, resumable event streams)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, gt=0, lt=65536)
+    #: Tenant name → API key, or "sha256:<hex>" of the key so that no plaintext key sits in the config.
+    #: Empty: no keys, and the gateway serves only on a loopback address.
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # ARK_GATEWAY__API_KEYS= (set but empty, as compose passes an unset variable) means no keys.
+        return {} if value in ("", None) else value
+
+    #: Jobs a key may have queued or running at once; beyond it, 429.
+    max_active_jobs_per_key: int = Field(100, gt=0)
+    #: Largest request body accepted; beyond it, 413.
+    max_body_bytes: int = Field(2_000_000, gt=0)
+    #: A client that disconnects from POST /v1/chat/completions cancels its job (header
+    #: `X-Arkq-On-Disconnect: continue` keeps it running). Jobs API readers never cancel.
+    cancel_on_disconnect: bool = True
+    #: Seconds between comment lines on an idle event stream, so proxies keep the connection open.
+    sse_heartbeat_s: float = Field(15.0, gt=0)
+    #: Redis connections one gateway process uses at most for replay reads and commands (its live
+    #: events arrive on one more, shared by every reader).
+    max_redis_connections: int = Field(6, gt=0)
+
+
 class ArkConfig(Section):
     llm: LLMConfig = LLMConfig()
     redis: RedisConfig = RedisConfig()
     queue: QueueConfig = QueueConfig()
     worker: WorkerConfig = WorkerConfig()
     streaming: StreamingConfig = StreamingConfig()
+    gateway: GatewayConfig = GatewayConfig()
 
     @model_validator(mode="after")
     def _lease_renewed_well_before_it_ends(self) -> Self:

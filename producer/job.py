@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -13,13 +15,23 @@ from redis.exceptions import RedisError
 from arkq import lease
 from arkq.connection import reply
 from arkq.contract import TERMINAL_EVENT_TYPES, Event, JobResult, parse_event
+from arkq.envelope import enqueued_ms
 from arkq.errors import JobCancelled, JobFailed, JobNotFound, StreamReset
-from arkq.keys import arq_job_key, event_log_key, lease_key, owner_key, result_key
+from arkq.keys import arq_job_key, claim_key, event_log_key, lease_key, owner_key, result_key
 from arkq.redis_failures import name_failure
 from config_module.settings import ArkConfig
 from producer.cancel import CancelOutcome, cancel_job
 from producer.deadline import redis_answers_within
-from producer.events import read_events
+from producer.events import Follow, read_events
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job's state at one moment (`Job.state()`); `result` once it has ended."""
+
+    status: Literal["queued", "running", "done", "error", "cancelled", "unknown"]
+    enqueued_at: float | None
+    result: JobResult | None = None
 
 
 class Job:
@@ -40,6 +52,24 @@ class Job:
         async with redis_answers_within(self._answer_within):
             return bool(await self._redis.exists(*keys))
 
+    async def state(self) -> JobState:
+        """Where the job is now: `queued` (or waiting to be retried), `running` (a worker holds its
+        lease or arq's claim), ended (`done`, `error`, `cancelled`, with `result`), or `unknown` (Redis
+        knows nothing of it, or it was lost). One round trip."""
+        keys = (result_key(self.id), lease_key(self.id), claim_key(self.id), arq_job_key(self.id))
+        async with redis_answers_within(self._answer_within):
+            stored, lease, claim, envelope = await reply(self._redis.mget(keys))
+        if stored is not None:
+            result = JobResult.model_validate_json(stored)
+            return JobState(result.status, enqueued_at=result.timings.enqueued_at, result=result)
+        enqueued = enqueued_ms(envelope)
+        enqueued_at = None if enqueued is None else enqueued / 1000
+        if lease is not None or claim is not None:
+            return JobState("running", enqueued_at=enqueued_at)
+        if envelope is not None:
+            return JobState("queued", enqueued_at=enqueued_at)
+        return JobState("unknown", enqueued_at=None)
+
     async def tenant(self) -> str | None:
         """The tenant the job was enqueued for (`enqueue(tenant=...)`), None if none or unknown."""
         async with redis_answers_within(self._answer_within):
@@ -51,7 +81,7 @@ class Job:
         async with redis_answers_within(self._answer_within):
             return await lease.is_held(self._redis, self.id)
 
-    async def events(self, *, from_seq: int = 0) -> AsyncGenerator[Event, None]:
+    async def events(self, *, from_seq: int = 0, live: Follow | None = None) -> AsyncGenerator[Event, None]:
         """Every event from `from_seq`, in order, whenever it is called; ends after `done`, `error` or
         `cancelled`. Raises JobNotFound for an ID that Redis does not know, JobLost for a job that is no
         longer queued or running but never ended. A Redis restart is a pause, not an error; a Redis
@@ -65,6 +95,7 @@ class Job:
             is_pending=partial(lease.is_held, self._redis, self.id),
             from_seq=from_seq,
             retry_s=self._config.redis.retry_s,
+            follow=live,
         )
         # aclosing: a caller that stops early gives the pub/sub connection back now, not at GC.
         async with aclosing(reader) as events:

@@ -108,7 +108,8 @@ class Producer:
         presence_penalty, frequency_penalty."""
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
             raise InvalidRequest(
-                "messages: must be a list of messages (Message objects or role/content dicts)"
+                "messages: must be a list of messages (Message objects or role/content dicts)",
+                field="messages",
             )
         fields: dict[str, Any] = {
             "messages": [_plain(message) for message in messages],
@@ -123,7 +124,11 @@ class Producer:
         try:
             return GenerationRequest.model_validate(fields)
         except ValidationError as error:
-            raise InvalidRequest(f"invalid generation request: {describe_validation_error(error)}") from None
+            first = error.errors()[0]["loc"] if error.errors() else ()
+            raise InvalidRequest(
+                f"invalid generation request: {describe_validation_error(error)}",
+                field=str(first[0]) if first else None,
+            ) from None
 
     async def enqueue(
         self,
@@ -170,7 +175,8 @@ class Producer:
             job_id = uuid.uuid4().hex
         elif not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
             raise InvalidRequest(
-                f"job_id: {job_id!r} must be 1-128 letters, digits or _.:- and start with a letter or digit"
+                f"job_id: {job_id!r} must be 1-128 letters, digits or _.:- and start with a letter or digit",
+                field="job_id",
             )
         async with redis_answers_within(self.config.redis.connect_timeout_s, enqueueing=job_id):
             await enqueue_generation(
@@ -185,7 +191,7 @@ class Producer:
 
     def _owner(self, tenant: str, max_active: int) -> Owner:
         if not tenant or not JOB_ID_PATTERN.fullmatch(tenant):
-            raise InvalidRequest(f"tenant: {tenant!r} must be 1-128 letters, digits or _.:-")
+            raise InvalidRequest(f"tenant: {tenant!r} must be 1-128 letters, digits or _.:-", field="tenant")
         config = self.config
         # As long as anything of the job is kept: queued up to a day, then run, then its result and log.
         keep_s = config.worker.job_timeout_s + max(config.worker.keep_result_s, config.streaming.replay_ttl_s)
@@ -207,7 +213,8 @@ def _refuse_oversized(payload: dict[str, Any], limit: int) -> None:
             f"{len(lengths)} messages, {detail} (the largest, messages[{biggest}], {lengths[biggest]} bytes)"
         )
     raise InvalidRequest(
-        f"{largest}: {detail} make the request {size} bytes, over queue.max_payload_bytes={limit}"
+        f"{largest}: {detail} make the request {size} bytes, over queue.max_payload_bytes={limit}",
+        field=largest,
     )
 
 

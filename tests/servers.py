@@ -13,6 +13,7 @@ from bench.processes import (
     free_port,
     start,
     start_fake_llm,
+    start_gateway,
     start_redis,
     wait_until,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "free_port",
     "start",
     "start_fake_llm",
+    "start_gateway",
     "start_redis",
     "wait_until",
     "worker_pid",

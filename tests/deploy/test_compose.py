@@ -25,7 +25,7 @@ from tests.deploy.helpers import (
 )
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
-ARKQ_SERVICES = ("fake-llm", "llm-check", "worker")  # built from the project's Dockerfile
+ARKQ_SERVICES = ("fake-llm", "gateway", "llm-check", "worker")  # built from the project's Dockerfile
 
 #: A non-default setting of every LLM variable, shared by the compose and launch.sh checks.
 CUSTOM_LLM = {
@@ -76,7 +76,7 @@ def test_each_profile_runs_one_llm_server_under_the_same_name() -> None:
     assert set(services("cpu")) == {"redis", "fake-llm", "llm-check", "worker"}
     assert set(services("redis-port")) == {"redis", "redis-port", "llm-check", "worker"}
     everything = services("*")
-    assert set(everything) == {"redis", "redis-port", "sglang", "fake-llm", "llm-check", "worker"}
+    assert set(everything) == {"redis", "redis-port", "sglang", "fake-llm", "llm-check", "worker", "gateway"}
     for name in ("sglang", "fake-llm"):  # the workers reach whichever runs as `llm`
         assert everything[name]["networks"]["default"]["aliases"] == ["llm"]
     assert everything["worker"]["environment"]["ARK_LLM__BASE_URL"] == "http://llm:30000/v1"
@@ -108,13 +108,41 @@ def test_redis_persists_to_a_named_volume_with_aof_and_is_not_published() -> Non
 def test_redis_is_published_only_by_the_opt_in_profile_on_localhost() -> None:
     config = compose_config("*")
     published = {name for name, service in config["services"].items() if service.get("ports")}
-    assert published == {"redis-port"}
+    assert published == {"redis-port", "gateway"}  # the gateway publishes HTTP only (below)
     forwarder = config["services"]["redis-port"]
     assert forwarder["profiles"] == ["redis-port"]
     [port] = forwarder["ports"]
     assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "6379", 6379)
     assert "tcp-connect:redis:6379" in forwarder["command"]
     assert forwarder["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+# -- the gateway ---------------------------------------------------------------------------------------
+
+
+def test_gateway_is_opt_in_published_on_localhost_and_scalable() -> None:
+    assert "gateway" not in services() and "gateway" not in services("gpu")
+    gateway = services("gateway")["gateway"]
+    assert gateway["profiles"] == ["gateway"]
+    assert gateway["command"] == ["arkq", "serve", "--host", "0.0.0.0", "--port", "8080"]
+    [port] = gateway["ports"]
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "8080", 8080)
+    for fixed in ("container_name", "hostname", "mac_address"):
+        assert not gateway.get(fixed), f"{fixed} would stop `--scale gateway=N`"
+    scaled = services("gateway", env={"GATEWAY_PORT": "8080-8083"})["gateway"]
+    assert scaled["ports"][0]["published"] == "8080-8083"
+    assert "/readyz" in gateway["healthcheck"]["test"][-1]
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_gateway_keys_come_from_the_environment_and_parse() -> None:
+    keys = '{"alice": "sk-a", "bob": "sha256:' + "0" * 64 + '"}'
+    env = services("gateway", env={"ARK_GATEWAY__API_KEYS": keys})["gateway"]["environment"]
+    assert unknown_env_keys(env) == []
+    config = load_config(env)
+    assert set(config.gateway.api_keys) == {"alice", "bob"}
+    assert config.llm.model_name == DEFAULT_MODEL  # what /v1/models lists: the workers' model
+    assert load_config(services("gateway")["gateway"]["environment"]).gateway.api_keys == {}
 
 
 # -- sglang --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The layers point one way, and the light ones stay light.
 
     arkq.errors → config_module (settings) → arkq (core) → model_module, producer, worker
-        → cli, bench, fake_llm (tools)
+        → gateway (the HTTP door, on the producer) → cli, bench, fake_llm (tools)
 
 Each package may import only the layers below it (and itself); the producer never imports the worker or
 the LLM link; nothing imports the tools on top. Imports inside functions count too; imports for type
@@ -24,7 +24,17 @@ import pytest
 from arkq.errors import ArkqError
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = ("arkq", "config_module", "model_module", "producer", "worker", "cli", "bench", "fake_llm")
+PROJECT = (
+    "arkq",
+    "config_module",
+    "model_module",
+    "producer",
+    "worker",
+    "gateway",
+    "cli",
+    "bench",
+    "fake_llm",
+)
 ALLOWED: dict[str, set[str]] = {
     "arkq.errors": set(),
     "config_module": {"arkq.errors"},
@@ -32,9 +42,10 @@ ALLOWED: dict[str, set[str]] = {
     "model_module": {"arkq", "config_module"},
     "producer": {"arkq", "config_module"},
     "worker": {"arkq", "config_module", "model_module"},
+    "gateway": {"arkq", "config_module", "producer"},
     "fake_llm": {"arkq.errors"},
-    "bench": {"arkq", "config_module", "model_module", "producer", "worker", "fake_llm"},
-    "cli": {"arkq", "config_module", "model_module", "producer", "worker", "fake_llm", "bench"},
+    "bench": {"arkq", "config_module", "model_module", "producer", "worker", "gateway", "fake_llm"},
+    "cli": {"arkq", "config_module", "model_module", "producer", "worker", "gateway", "fake_llm", "bench"},
 }
 
 
