@@ -223,6 +223,9 @@ async def job_events(request: Request) -> Response:
         raise ApiError(400, "after: must be -1 or more", param="after")
     if not await job.exists():
         raise not_found_job(job.id)
+    if await job.fetch_result() is not None and from_seq >= await job.event_count():
+        # Past the end of an ended job: 204 tells a browser's EventSource to stop reconnecting.
+        return Response(status_code=204, headers={JOB_ID_HEADER: job.id})
     return streams.event_stream(gateway, job, from_seq, headers={JOB_ID_HEADER: job.id})
 
 

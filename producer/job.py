@@ -124,6 +124,11 @@ class Job:
                 elif event.type in {"error", "cancelled"}:
                     await self.result(timeout=None)  # raises, with the stored result
 
+    async def event_count(self) -> int:
+        """How many events the job's log holds (the next event's seq)."""
+        async with redis_answers_within(self._answer_within):
+            return int(await reply(self._redis.llen(event_log_key(self.id))))
+
     async def _latest_attempt_seq(self) -> int:
         """The seq of the last `reset` in the log (0 if none): earlier output is void."""
         async with redis_answers_within(self._answer_within):
