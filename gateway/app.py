@@ -33,6 +33,8 @@ from gateway.errors import ApiError, api_error, not_found_job
 from gateway.hub import Hub
 from producer import Job, Producer
 
+#: The name a gateway's Redis connections carry (`CLIENT SETNAME`).
+REDIS_CLIENT_NAME = "arkq-gateway"
 #: The response header that names the job behind every answer.
 JOB_ID_HEADER = "X-Arkq-Job-Id"
 
@@ -56,6 +58,7 @@ class Gateway:
             options.url,
             max_connections=self.config.gateway.max_redis_connections,
             timeout=self.config.redis.connect_timeout_s,
+            client_name=REDIS_CLIENT_NAME,  # `CLIENT LIST` shows which connections are a gateway's
             **options.client_kwargs(),
         )
         self.redis = Redis(connection_pool=pool)
