@@ -9,12 +9,15 @@ token on both paths with the same clock.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
+
+import aiohttp
 
 from model_module import ArkModelLink, TextDelta
 from producer import Producer
@@ -74,6 +77,39 @@ async def queued(producer: Producer, messages: Sequence[dict[str, str]], max_tok
         elif event.type in ("error", "cancelled", "reset"):
             raise RuntimeError(f"job {job.id}: unexpected {event!r}")
     return seen
+
+
+async def sse_chat_ttft(
+    session: aiohttp.ClientSession, gateway_url: str, messages: Sequence[dict[str, str]], max_tokens: int
+) -> float:
+    """Seconds from sending a streamed chat completion to the gateway to its first content chunk (the
+    rest of the stream is read to its end)."""
+    body = {"messages": list(messages), "max_tokens": max_tokens, "stream": True}
+    began, first = time.time(), None
+    async with session.post(f"{gateway_url}/v1/chat/completions", json=body) as response:
+        if response.status != 200:
+            raise RuntimeError(f"gateway answered {response.status}: {await response.text()}")
+        async for line in response.content:
+            if first is None and line.startswith(b"data: {") and _has_content(json.loads(line[6:])):
+                first = time.time()
+    if first is None:
+        raise RuntimeError("the gateway's stream carried no content")
+    return first - began
+
+
+def _has_content(chunk: dict[str, Any]) -> bool:
+    return any(choice["delta"].get("content") for choice in chunk.get("choices", ()))
+
+
+async def sse_events(session: aiohttp.ClientSession, url: str) -> int:
+    """How many events one SSE stream of the jobs API delivered, read to its end."""
+    count = 0
+    async with session.get(url) as response:
+        if response.status != 200:
+            raise RuntimeError(f"gateway answered {response.status}: {await response.text()}")
+        async for line in response.content:
+            count += line.startswith(b"id:")
+    return count
 
 
 async def concurrently(count: int, run: Callable[[int], Awaitable[Stream]]) -> list[Stream]:

@@ -8,11 +8,13 @@ of them comes with a baseline measured alongside it.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import aiohttp
 from redis.asyncio import Redis
 
 from bench.load import (
@@ -22,11 +24,13 @@ from bench.load import (
     percentile,
     queued,
     request,
+    sse_chat_ttft,
+    sse_events,
     steady_delays,
     summary_ms,
     totals,
 )
-from bench.stack import Stack, rss_bytes
+from bench.stack import Stack, cpu_seconds, rss_bytes
 from model_module import ArkModelLink
 from producer import Producer
 
@@ -53,6 +57,11 @@ class Plan:
     concurrencies: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     #: Tokens per point of the concurrency sweep, shared among its streams.
     sweep_tokens: int = 120_000
+    #: The gateway: repetitions (the median is reported), jobs and SSE readers per job, tokens each.
+    gateway_repetitions: int = 3
+    gateway_jobs: int = 64
+    gateway_readers: int = 4
+    gateway_tokens: int = 200
 
 
 FULL = Plan()
@@ -69,6 +78,9 @@ QUICK = Plan(
     scaling_streams=16,
     concurrencies=(16, 64),
     sweep_tokens=3_200,
+    gateway_jobs=8,
+    gateway_readers=2,
+    gateway_tokens=20,
 )
 
 
@@ -328,6 +340,60 @@ async def scaling(bench: Bench) -> Outcome:
     return Outcome({"by_workers": by_workers, "by_streams": by_streams}, [])
 
 
+async def gateway(bench: Bench) -> Outcome:
+    """The HTTP gateway beside the producer path, in the same run: the time it adds to the first token at
+    an SSE client (OpenAI's streamed chat completion, against the producer following the same job's
+    events), and its CPU per event delivered to many SSE readers. Each figure is the median of
+    `gateway_repetitions` rounds."""
+    plan = bench.plan
+    url, pid = bench.stack.gateway()
+    added, cpu_per_event, rounds = [], [], []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
+        for repetition in range(plan.gateway_repetitions):
+            via_producer, via_gateway = [], []
+            for index in range(plan.ttft_requests):  # alternated, so both paths see the same machine
+                messages = request(4, ttft_ms=plan.ttft_ms, tag=f"gateway {repetition} {index}")
+                via_producer.append((await queued(bench.producer, messages, 8)).ttft)
+                via_gateway.append(await sse_chat_ttft(session, url, messages, 8))
+            added.append((percentile(via_gateway, 0.5) - percentile(via_producer, 0.5)) * 1000)
+
+            jobs = [
+                await bench.producer.enqueue(request(plan.gateway_tokens, tag=f"fan {repetition} {i}"))
+                for i in range(plan.gateway_jobs)
+            ]
+            before = cpu_seconds(pid)
+            delivered = await asyncio.gather(
+                *(
+                    sse_events(session, f"{url}/v1/jobs/{job.id}/events")
+                    for job in jobs
+                    for _ in range(plan.gateway_readers)
+                )
+            )
+            spent = cpu_seconds(pid) - before
+            events = sum(delivered)
+            cpu_per_event.append(spent / events * 1e6)
+            rounds.append(
+                {"added_ttft_p50_ms": added[-1], "cpu_us_per_event": cpu_per_event[-1], "events": events}
+            )
+    ttft_added, cpu_event = statistics.median(added), statistics.median(cpu_per_event)
+    figures: dict[str, Any] = {
+        "added_ttft_p50_ms": ttft_added,
+        "gateway_cpu_us_per_event": cpu_event,
+        "sse_readers": plan.gateway_jobs * plan.gateway_readers,
+        "rounds": rounds,
+    }
+    return Outcome(
+        figures,
+        [
+            Check("gateway added time to first token, p50", ttft_added, 2.0, "ms"),
+            Check("gateway CPU per delivered event", cpu_event, 20.0, "us"),
+        ],
+    )
+
+
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 SCENARIOS: dict[str, Scenario] = {
     "emulator": emulator,
@@ -337,4 +403,5 @@ SCENARIOS: dict[str, Scenario] = {
     "flat_out": flat_out,
     "memory": memory,
     "scaling": scaling,
+    "gateway": gateway,
 }

@@ -1,4 +1,5 @@
-"""What a benchmark runs against: a fresh redis-server, the SGLang emulator and N worker processes.
+"""What a benchmark runs against: a fresh redis-server, the SGLang emulator, N worker processes and,
+for the gateway's scenario, one `arkq serve`.
 
 Everything is started the way a user starts it (`redis-server`, `arkq fake-llm`, `arq
 worker.WorkerSettings`) with arkq's default settings, except `worker.max_jobs`, which a benchmark
@@ -13,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from bench.processes import Process, WorkerFleet, ark_env, start_fake_llm, start_redis
+from bench.processes import Process, WorkerFleet, ark_env, start_fake_llm, start_gateway, start_redis
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -43,6 +44,8 @@ class Stack:
     llm: Process = field(init=False)
     llm_url: str = field(init=False)
     fleet: WorkerFleet = field(init=False)
+    _gateway: Process | None = field(init=False, default=None)
+    _gateway_url: str = field(init=False, default="")
 
     def __enter__(self) -> Self:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -54,9 +57,17 @@ class Stack:
         self.fleet = WorkerFleet(self.directory, env)
         return self
 
+    def gateway(self) -> tuple[str, int]:
+        """`arkq serve` on this stack (started on first use, without keys, on loopback): its URL and pid."""
+        if self._gateway is None:
+            self._gateway, self._gateway_url = start_gateway(self.directory, self.fleet.env)
+        return self._gateway_url, self._gateway.popen.pid
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._gateway is not None:
+            self._gateway.stop()
         self.fleet.stop()
         self.llm.stop()
         self.redis.stop()

@@ -16,7 +16,7 @@ import pytest
 from tests.deploy.helpers import DOCKERFILE, ROOT, compose_config, tool
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-PACKAGES = ("arkq", "cli", "config_module", "fake_llm", "model_module", "producer", "worker")
+PACKAGES = ("arkq", "cli", "config_module", "fake_llm", "gateway", "model_module", "producer", "worker")
 
 
 def instructions() -> list[tuple[str, str]]:
