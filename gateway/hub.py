@@ -52,9 +52,12 @@ class Feed:
     async def get_message(self, timeout: float) -> dict[str, Any] | None:
         """The next message, None if none within `timeout`; RedisConnectionError if some may be lost."""
         try:
-            message = await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return None
+            message = self._queue.get_nowait()  # a busy stream: no timer for each message
+        except asyncio.QueueEmpty:
+            try:
+                message = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                return None
         if message is None:
             raise RedisConnectionError("the gateway's live-event connection was lost; reading the log")
         return message
