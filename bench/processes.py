@@ -111,10 +111,12 @@ def start_fake_llm(log_dir: Path, *options: str) -> tuple[Process, str]:
     return process, f"http://127.0.0.1:{port}/v1"
 
 
-def start_gateway(log_dir: Path, env: Mapping[str, str], *options: str) -> tuple[Process, str]:
-    """`arkq serve` on a free port, as a user starts it; its base URL (`http://127.0.0.1:P`) once it
-    answers /healthz."""
-    port = free_port()
+def start_gateway(
+    log_dir: Path, env: Mapping[str, str], *options: str, port: int | None = None
+) -> tuple[Process, str]:
+    """`arkq serve` on a free port (or `port`), as a user starts it; its base URL
+    (`http://127.0.0.1:P`) once it answers /healthz."""
+    port = port or free_port()
     argv = [str(BIN / "arkq"), "serve", "--host", "127.0.0.1", "--port", str(port), *options]
     process = start(f"gateway-{port}", argv, log_dir, env)
 

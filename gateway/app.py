@@ -107,6 +107,27 @@ class Gateway:
         except ValueError as error:
             raise ApiError(400, f"the request body is not JSON: {error}") from None
 
+    def reader(self, request: Request, job_id: str) -> str:
+        """The tenant reading a job's events: by its key, or by the job's stream token (`?token=`)."""
+        token = request.query_params.get("token")
+        if token is not None and "authorization" not in request.headers and self.keys:
+            tenant = self.keys.tenant_for_stream(token, job_id, time.time())
+            if tenant is None:
+                raise ApiError(
+                    401, "the stream token is not valid for this job, or has expired", code="invalid_token"
+                )
+            return tenant
+        return self.tenant(request)
+
+    def events_url(self, job_id: str, tenant: str) -> str:
+        """Where the job's events stream; with keys, carrying a token for clients that cannot send a
+        header (a browser's EventSource), valid as long as the job's events are kept."""
+        path = f"/v1/jobs/{job_id}/events"
+        if not self.keys:
+            return path
+        expires = int(time.time() + self.config.streaming.replay_ttl_s + self.config.worker.job_timeout_s)
+        return f"{path}?token={self.keys.stream_token(tenant, job_id, expires)}"
+
     async def owned_job(self, job_id: str, tenant: str) -> Job:
         """The tenant's job `job_id`; 404 for one that does not exist and for another tenant's alike."""
         job = self.producer.job(job_id)
@@ -202,21 +223,25 @@ async def create_job(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     job_id = None if key is None else idempotent_job_id(tenant, key)
     job = await gateway.enqueue(call, tenant, job_id)
-    return JSONResponse(await job_object(job), status_code=202, headers={JOB_ID_HEADER: job.id})
+    found = {**await job_object(job), "events_url": gateway.events_url(job.id, tenant)}
+    return JSONResponse(found, status_code=202, headers={JOB_ID_HEADER: job.id})
 
 
 async def get_job(request: Request) -> Response:
     gateway = _gateway(request)
-    job = await gateway.owned_job(request.path_params["job_id"], gateway.tenant(request))
+    tenant = gateway.tenant(request)
+    job = await gateway.owned_job(request.path_params["job_id"], tenant)
     found = await job_object(job)
     if found["status"] == "unknown":
         raise not_found_job(job.id)
+    found["events_url"] = gateway.events_url(job.id, tenant)
     return JSONResponse(found, headers={JOB_ID_HEADER: job.id})
 
 
 async def job_events(request: Request) -> Response:
     gateway = _gateway(request)
-    job = await gateway.owned_job(request.path_params["job_id"], gateway.tenant(request))
+    job_id = request.path_params["job_id"]
+    job = await gateway.owned_job(job_id, gateway.reader(request, job_id))
     after = request.headers.get("last-event-id", request.query_params.get("after"))
     try:
         from_seq = 0 if after is None or after == "" else int(after) + 1

@@ -27,6 +27,7 @@ class Keys:
 
     def __init__(self, api_keys: Mapping[str, SecretStr]):
         self._digests: list[tuple[bytes, str]] = []
+        self._by_tenant: dict[str, bytes] = {}
         for tenant, secret in api_keys.items():
             if not JOB_ID_PATTERN.fullmatch(tenant):
                 raise ConfigError(
@@ -45,6 +46,26 @@ class Keys:
             else:
                 digest = hashlib.sha256(key.encode()).digest()
             self._digests.append((digest, tenant))
+            self._by_tenant[tenant] = digest
+
+    def stream_token(self, tenant: str, job_id: str, expires: int) -> str:
+        """A token that lets whoever holds it read job `job_id`'s events until `expires` (Unix time),
+        and nothing else: for a browser's `EventSource`, which cannot send an Authorization header.
+        Signed with the tenant's key digest, so every gateway with the same keys accepts it."""
+        return f"{expires}.{self._mac(tenant, job_id, expires)}.{tenant}"
+
+    def tenant_for_stream(self, token: str, job_id: str, now: float) -> str | None:
+        """The tenant a `stream_token` for `job_id` speaks for, if it is genuine and not expired."""
+        expires, _, rest = token.partition(".")
+        mac, _, tenant = rest.partition(".")
+        if not expires.isdigit() or int(expires) < now or tenant not in self._by_tenant:
+            return None
+        expected = self._mac(tenant, job_id, int(expires))
+        return tenant if hmac.compare_digest(mac.encode(), expected.encode()) else None
+
+    def _mac(self, tenant: str, job_id: str, expires: int) -> str:
+        message = f"arkq-stream\x00{tenant}\x00{job_id}\x00{expires}".encode()
+        return hmac.new(self._by_tenant[tenant], message, hashlib.sha256).hexdigest()[:40]
 
     def __bool__(self) -> bool:
         return bool(self._digests)

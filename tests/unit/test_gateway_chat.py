@@ -137,3 +137,16 @@ def test_no_keys_means_loopback_only() -> None:
         refuse_open_door("0.0.0.0", Keys({}), insecure_no_auth=False)
     refuse_open_door("0.0.0.0", Keys({}), insecure_no_auth=True)
     refuse_open_door("0.0.0.0", Keys({"a": SecretStr("k")}), insecure_no_auth=False)
+
+
+def test_a_stream_token_opens_one_jobs_events_for_a_while() -> None:
+    keys = Keys({"alice": SecretStr("sk-a"), "bob": SecretStr("sk-b")})
+    token = keys.stream_token("alice", "job-1", expires=2_000)
+    assert keys.tenant_for_stream(token, "job-1", now=1_000) == "alice"
+    assert keys.tenant_for_stream(token, "job-2", now=1_000) is None  # another job
+    assert keys.tenant_for_stream(token, "job-1", now=2_001) is None  # expired
+    forged = token.replace(".alice", ".bob")
+    assert keys.tenant_for_stream(forged, "job-1", now=1_000) is None  # another tenant's name
+    longer = "3000" + token[4:]
+    assert keys.tenant_for_stream(longer, "job-1", now=1_000) is None  # a changed expiry
+    assert keys.tenant_for_stream("junk", "job-1", now=1_000) is None
