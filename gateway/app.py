@@ -202,6 +202,8 @@ async def chat_completions(request: Request) -> Response:
     if call.stream:
         return streams.chat_stream(gateway, request, job, call, cancel_on_disconnect=cancel, headers=headers)
     result = await streams.wait_for_result(gateway, request, job, cancel_on_disconnect=cancel)
+    if result is None:  # the client has gone: 499, nginx's "client closed request", reaches nobody
+        return Response(status_code=499, headers=headers)
     if result.status != "done":
         return streams.job_failure(result).response(headers)
     return JSONResponse(completion(result, model=call.model), headers=headers)

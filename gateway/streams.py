@@ -47,9 +47,9 @@ def _error_data(error: ApiError) -> str:
 
 async def wait_for_result(
     gateway: Gateway, request: Request, job: Job, *, cancel_on_disconnect: bool
-) -> JobResult:
-    """The job's result once it ends; if the client goes first, the job is cancelled (when asked)
-    and the client, gone, gets nothing."""
+) -> JobResult | None:
+    """The job's result once it ends; None if the client went first, having cancelled the job (when
+    asked to)."""
 
     async def ended() -> JobResult:
         async for event in job.events(live=gateway.hub.follow):
@@ -75,8 +75,8 @@ async def wait_for_result(
             waiting.cancel()
             if cancel_on_disconnect:
                 gateway.in_background(job.cancel())
-    if waiting.cancelled():
-        raise asyncio.CancelledError  # the client is gone: nobody reads the answer
+    if not waiting.done() or waiting.cancelled():
+        return None  # the client is gone: nobody reads the answer
     return waiting.result()
 
 
