@@ -97,17 +97,7 @@ def start_fake_llm(log_dir: Path, *options: str) -> tuple[Process, str]:
     port = free_port()
     argv = [str(BIN / "arkq"), "fake-llm", "--port", str(port), *options]
     process = start(f"fake-llm-{port}", argv, log_dir)
-
-    def healthy() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            return process.popen.poll() is not None
-
-    wait_until(healthy, 15, "arkq fake-llm")
-    if process.popen.poll() is not None:
-        raise RuntimeError(f"arkq fake-llm exited:\n{process.log()}")
+    _wait_serving(process, port, "arkq fake-llm", 15)
     return process, f"http://127.0.0.1:{port}/v1"
 
 
@@ -119,19 +109,26 @@ def start_gateway(
     port = port or free_port()
     argv = [str(BIN / "arkq"), "serve", "--host", "127.0.0.1", "--port", str(port), *options]
     process = start(f"gateway-{port}", argv, log_dir, env)
+    _wait_serving(process, port, "arkq serve", 30, probe=b"GET /healthz HTTP/1.0\r\n\r\n")
+    return process, f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
+
+def _wait_serving(process: Process, port: int, what: str, timeout: float, probe: bytes | None = None) -> None:
+    """Until `process` accepts connections on `port` (and, with `probe`, answers it with a 200)."""
+
+    def serving() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                if probe is None:
+                    return True
+                sock.sendall(probe)
                 return sock.recv(12).startswith(b"HTTP/1.1 200")
         except OSError:
             return process.popen.poll() is not None
 
-    wait_until(healthy, 30, "arkq serve")
+    wait_until(serving, timeout, what)
     if process.popen.poll() is not None:
-        raise RuntimeError(f"arkq serve exited:\n{process.log()}")
-    return process, f"http://127.0.0.1:{port}"
+        raise RuntimeError(f"{what} exited:\n{process.log()}")
 
 
 @dataclass
