@@ -220,6 +220,12 @@ async def test_each_error_has_openais_shape_and_status(
         assert limited.status_code == 429 and limited.headers["retry-after"]
         assert limited.json()["error"]["code"] == "active_jobs_limit"
         assert (await bob.post("/v1/jobs", json={"messages": HELLO})).status_code == 202  # bob has his own
+    async with client(url) as sdk:
+        with pytest.raises(openai.RateLimitError) as rate_limited:
+            await sdk.chat.completions.create(model=MODEL, messages=HELLO)  # type: ignore[arg-type]
+        assert rate_limited.value.code == "active_jobs_limit"
+        assert rate_limited.value.response.headers["retry-after"]
+    async with http(url) as alice:
         unknown = await alice.get("/v1/jobs/no-such-job")
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "job_not_found"
 
@@ -234,6 +240,10 @@ async def test_each_error_has_openais_shape_and_status(
         assert down.json()["error"]["code"] == "redis_unavailable"
         assert time.monotonic() - began < 1 + 5  # redis.connect_timeout_s, and a margin for a busy machine
         assert (await alice.get("/readyz")).status_code == 503
+    async with client(lone) as sdk:
+        with pytest.raises(openai.InternalServerError) as unavailable:
+            await sdk.chat.completions.create(model=MODEL, messages=HELLO)  # type: ignore[arg-type]
+        assert unavailable.value.status_code == 503 and unavailable.value.code == "redis_unavailable"
 
 
 async def test_the_queue_full_answers_429(gateways: Gateways) -> None:
