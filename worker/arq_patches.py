@@ -115,15 +115,26 @@ _FAILED_ROUNDS = "arkq_failed_poll_rounds"
 
 
 async def _start_jobs(worker: arq.worker.Worker, job_ids: list[bytes]) -> None:
-    """arq's `start_jobs`, minus a leak: arq counts the job it is claiming, and takes its slot, before
-    its claim's round trips; a Redis error there (which would have ended the process) left both taken
-    for good, and after a few such rounds the worker would never take a job again."""
+    """arq's `start_jobs`, minus two faults:
+
+    - a leak: arq counts the job it is claiming, and takes its slot, before its claim's round trips; a
+      Redis error there (which would have ended the process) left both taken for good, and after a
+      few such rounds the worker would never take a job again;
+    - a job this worker is still winding down (its lease lost, say, to a Redis that went silent) is not
+      started again beside itself: arq keys its running tasks by job ID, and two runs of one job in one
+      process break its bookkeeping. Another worker, or this one once the old run has ended, takes it."""
+    job_ids = [job_id for job_id in job_ids if not _still_running(worker, job_id.decode())]
     try:
         await worker.start_jobs(job_ids)
     except RedisError:
         worker.job_counter -= 1
         worker.sem.release()
         raise
+
+
+def _still_running(worker: arq.worker.Worker, job_id: str) -> bool:
+    task = worker.tasks.get(job_id)
+    return task is not None and not task.done()
 
 
 def install() -> None:

@@ -77,3 +77,25 @@ async def test_a_poll_round_that_redis_fails_gives_back_the_slot_it_was_filling(
     await poll_round(worker)
     assert worker.job_counter == 1 and len(worker.tasks) == 1  # Redis is back: the job is taken
     await asyncio.gather(*worker.tasks.values())
+
+
+async def test_a_job_this_worker_still_winds_down_is_not_started_beside_itself(fake_redis: ArqRedis) -> None:
+    worker = Worker(
+        functions=[func(noop, name="noop")],
+        redis_pool=fake_redis,
+        max_jobs=2,
+        handle_signals=False,
+        ctx={arq_patches.ARKQ_WORKER: True},
+    )
+    job = await fake_redis.enqueue_job("noop")
+    assert job is not None
+    winding_down = asyncio.get_running_loop().create_future()  # its lease lost, its run not yet over
+    worker.tasks[job.job_id] = asyncio.ensure_future(winding_down)
+    await poll_round(worker)
+    assert worker.job_counter == 0 and worker.tasks[job.job_id] is not None
+    assert not worker.tasks[job.job_id].done()  # the old run is untouched, no second one took its key
+    winding_down.set_result(None)
+    await worker.tasks.pop(job.job_id)
+    await poll_round(worker)
+    assert worker.job_counter == 1  # once it has ended, the job is taken again
+    await asyncio.gather(*worker.tasks.values())
