@@ -101,12 +101,17 @@ def _has_content(chunk: dict[str, Any]) -> bool:
     return any(choice["delta"].get("content") for choice in chunk.get("choices", ()))
 
 
-async def sse_events(session: aiohttp.ClientSession, url: str) -> int:
-    """How many events one SSE stream of the jobs API delivered, read to its end."""
+async def sse_events(
+    session: aiohttp.ClientSession, url: str, opened: Callable[[], None] | None = None
+) -> int:
+    """How many events one SSE stream of the jobs API delivered, read to its end; `opened` is called
+    once the response has begun."""
     count = 0
     async with session.get(url) as response:
         if response.status != 200:
             raise RuntimeError(f"gateway answered {response.status}: {await response.text()}")
+        if opened is not None:
+            opened()
         async for line in response.content:
             count += line.startswith(b"id:")
     return count

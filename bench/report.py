@@ -47,6 +47,11 @@ _PAIRS: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("worker capacity (1 / CPU per token)", "worker_capacity_tokens_per_s", None, "tok/s"),
     ],
     "memory": [("worker RSS, peak", "peak_rss_mib", "idle_rss_mib", "MiB")],
+    "gateway": [
+        ("SSE time to first token, p50 (vs producer)", "gateway_ttft_p50_ms", "producer_ttft_p50_ms", "ms"),
+        ("CPU per delivered event, live, flat out", "cpu_us_per_event", None, "us"),
+        ("CPU per delivered event, live, paced", "paced_cpu_us_per_event", None, "us"),
+    ],
 }
 
 

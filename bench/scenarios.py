@@ -57,11 +57,13 @@ class Plan:
     concurrencies: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     #: Tokens per point of the concurrency sweep, shared among its streams.
     sweep_tokens: int = 120_000
-    #: The gateway: repetitions (the median is reported), jobs and SSE readers per job, tokens each.
+    #: The gateway: repetitions (the median is reported), jobs and SSE readers per job, tokens each,
+    #: and the emulated prefill that lets every reader connect before its job's first token.
     gateway_repetitions: int = 3
     gateway_jobs: int = 64
     gateway_readers: int = 4
     gateway_tokens: int = 200
+    gateway_prefill_ms: float = 1000.0
 
 
 FULL = Plan()
@@ -341,13 +343,19 @@ async def scaling(bench: Bench) -> Outcome:
 
 
 async def gateway(bench: Bench) -> Outcome:
-    """The HTTP gateway beside the producer path, in the same run: the time it adds to the first token at
-    an SSE client (OpenAI's streamed chat completion, against the producer following the same job's
-    events), and its CPU per event delivered to many SSE readers. Each figure is the median of
-    `gateway_repetitions` rounds."""
+    """The HTTP gateway beside the producer path, in the same run, each figure the median of
+    `gateway_repetitions` rounds:
+
+    - the time it adds to the first token at an SSE client: OpenAI's streamed chat completion against
+      the producer following the same kind of job (`Job.events`), requests alternated;
+    - its CPU per event delivered live to `gateway_jobs` x `gateway_readers` SSE readers of the jobs
+      API, every reader following before its job's first token (an emulated prefill of
+      `gateway_prefill_ms` gives them time to connect), with the tokens flat out and at a GPU's pace
+      (`itl_ms`). Flat out is the target's figure, as for the worker's CPU per token; at a GPU's pace
+      every event is a write of its own to each reader."""
     plan = bench.plan
     url, pid = bench.stack.gateway()
-    added, cpu_per_event, rounds = [], [], []
+    rounds: list[dict[str, float]] = []
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=600)
@@ -358,40 +366,83 @@ async def gateway(bench: Bench) -> Outcome:
                 messages = request(4, ttft_ms=plan.ttft_ms, tag=f"gateway {repetition} {index}")
                 via_producer.append((await queued(bench.producer, messages, 8)).ttft)
                 via_gateway.append(await sse_chat_ttft(session, url, messages, 8))
-            added.append((percentile(via_gateway, 0.5) - percentile(via_producer, 0.5)) * 1000)
-
-            jobs = [
-                await bench.producer.enqueue(request(plan.gateway_tokens, tag=f"fan {repetition} {i}"))
-                for i in range(plan.gateway_jobs)
-            ]
-            before = cpu_seconds(pid)
-            delivered = await asyncio.gather(
-                *(
-                    sse_events(session, f"{url}/v1/jobs/{job.id}/events")
-                    for job in jobs
-                    for _ in range(plan.gateway_readers)
-                )
-            )
-            spent = cpu_seconds(pid) - before
-            events = sum(delivered)
-            cpu_per_event.append(spent / events * 1e6)
+            producer_p50, gateway_p50 = percentile(via_producer, 0.5), percentile(via_gateway, 0.5)
+            flat = await _fan_out(bench, session, url, pid, 0, f"flat {repetition}")
+            paced = await _fan_out(bench, session, url, pid, plan.itl_ms, f"paced {repetition}")
             rounds.append(
-                {"added_ttft_p50_ms": added[-1], "cpu_us_per_event": cpu_per_event[-1], "events": events}
+                {
+                    "producer_ttft_p50_ms": producer_p50 * 1000,
+                    "gateway_ttft_p50_ms": gateway_p50 * 1000,
+                    "added_ttft_p50_ms": (gateway_p50 - producer_p50) * 1000,
+                    "cpu_us_per_event": flat["cpu_us_per_event"],
+                    "events": flat["events"],
+                    "readers_connected_ms": flat["readers_connected_ms"],
+                    "paced_cpu_us_per_event": paced["cpu_us_per_event"],
+                    "paced_events": paced["events"],
+                    "paced_readers_connected_ms": paced["readers_connected_ms"],
+                }
             )
-    ttft_added, cpu_event = statistics.median(added), statistics.median(cpu_per_event)
     figures: dict[str, Any] = {
-        "added_ttft_p50_ms": ttft_added,
-        "gateway_cpu_us_per_event": cpu_event,
-        "sse_readers": plan.gateway_jobs * plan.gateway_readers,
-        "rounds": rounds,
+        name: statistics.median(r[name] for r in rounds)
+        for name in (
+            "producer_ttft_p50_ms",
+            "gateway_ttft_p50_ms",
+            "added_ttft_p50_ms",
+            "cpu_us_per_event",
+            "paced_cpu_us_per_event",
+        )
     }
+    figures.update(
+        sse_readers=plan.gateway_jobs * plan.gateway_readers,
+        tokens_per_job=plan.gateway_tokens,
+        paced_tokens_per_stream_per_s=1000 / plan.itl_ms,
+        rounds=rounds,
+    )
     return Outcome(
         figures,
         [
-            Check("gateway added time to first token, p50", ttft_added, 2.0, "ms"),
-            Check("gateway CPU per delivered event", cpu_event, 20.0, "us"),
+            Check("gateway added time to first token, p50", figures["added_ttft_p50_ms"], 2.0, "ms"),
+            Check(
+                "gateway CPU per delivered event (live, flat out)", figures["cpu_us_per_event"], 20.0, "us"
+            ),
         ],
     )
+
+
+async def _fan_out(
+    bench: Bench, session: aiohttp.ClientSession, url: str, pid: int, itl_ms: float, tag: str
+) -> dict[str, float]:
+    """`gateway_jobs` jobs, each followed by `gateway_readers` SSE readers through the gateway: its CPU
+    per event delivered, and how long after the jobs were queued the last reader's stream began (under
+    `gateway_prefill_ms`: every reader was following before the first token)."""
+    plan = bench.plan
+    prefill_ms = plan.gateway_prefill_ms
+    queued_at = time.time()
+    jobs = [
+        await bench.producer.enqueue(
+            request(plan.gateway_tokens, itl_ms=itl_ms, ttft_ms=prefill_ms, tag=f"fan {tag} {i}"),
+            max_tokens=plan.gateway_tokens,
+        )
+        for i in range(plan.gateway_jobs)
+    ]
+    opened: list[float] = []
+    before = cpu_seconds(pid)
+    delivered = await asyncio.gather(
+        *(
+            sse_events(session, f"{url}/v1/jobs/{job.id}/events", lambda: opened.append(time.time()))
+            for job in jobs
+            for _ in range(plan.gateway_readers)
+        )
+    )
+    spent = cpu_seconds(pid) - before
+    if len(set(delivered)) != 1 or delivered[0] < plan.gateway_tokens:
+        raise RuntimeError(f"SSE readers got {sorted(set(delivered))} events, not all the same")
+    events = sum(delivered)
+    return {
+        "cpu_us_per_event": spent / events * 1e6,
+        "events": events,
+        "readers_connected_ms": (max(opened) - queued_at) * 1000,
+    }
 
 
 Scenario = Callable[[Bench], Awaitable[Outcome]]

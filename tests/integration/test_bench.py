@@ -21,7 +21,7 @@ def test_the_quick_benchmark_runs_every_scenario_and_writes_its_results(tmp_path
         [str(BIN / "arkq"), "bench", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=300,
         check=False,
     )
     assert ran.returncode == 0, ran.stderr + ran.stdout
@@ -29,11 +29,25 @@ def test_the_quick_benchmark_runs_every_scenario_and_writes_its_results(tmp_path
     assert list(results["scenarios"]) == list(SCENARIOS)
     assert results["machine"]["cpus"] >= 1 and results["machine"]["redis_server"].startswith("Redis server")
     checks = [check for outcome in results["scenarios"].values() for check in outcome["checks"]]
-    assert {check["what"] for check in checks} >= {"pickup p50", "worker CPU per token", "worker peak RSS"}
+    assert {check["what"] for check in checks} >= {
+        "pickup p50",
+        "worker CPU per token",
+        "worker peak RSS",
+        "gateway added time to first token, p50",
+        "gateway CPU per delivered event (live, flat out)",
+    }
     for check in checks:
         assert math.isfinite(check["value"]) and check["met"] in (True, False)
         assert check["what"] in ran.stdout  # every target is in the printed table
     scaling = results["scenarios"]["scaling"]["figures"]
     assert [point["workers"] for point in scaling["by_workers"]] == [1, 2]
     assert all(point["tokens_per_s"] > 0 for point in scaling["by_workers"] + scaling["by_streams"])
+    # The gateway's figures are medians of three rounds, each with every SSE reader served in full.
+    gateway = results["scenarios"]["gateway"]["figures"]
+    assert len(gateway["rounds"]) == 3 and gateway["sse_readers"] == 16
+    for figures in gateway["rounds"]:
+        assert figures["events"] == figures["paced_events"] >= 16 * 20
+        assert figures["cpu_us_per_event"] >= 0 and figures["paced_cpu_us_per_event"] >= 0
+        assert figures["producer_ttft_p50_ms"] > 0 and figures["gateway_ttft_p50_ms"] > 0
+    assert "SSE time to first token" in ran.stdout
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
