@@ -2,12 +2,13 @@
 
 A gateway carries thousands of event streams at once. One pub/sub connection per reader would cost
 Redis (and the process) a connection each; instead one subscribed connection carries every channel
-that some local reader follows, and dispatches each message to that channel's readers. The first
+that some local reader follows, reads each message once, and hands the event to that channel's
+readers, each of which takes all that waits for it in one go (one write to its client). The first
 reader of a channel subscribes it, the last one to leave unsubscribes it.
 
 Pub/sub is at-most-once, and the hub does not pretend otherwise: when its connection breaks (a Redis
 restart, a dead peer found by its heartbeat), every reader is told, by the same `ConnectionError` a
-reader's own connection would raise, and goes back to the job's replay log, as `read_events` does
+reader's own connection would raise, and goes back to the job's replay log, as `read_event_batches` does
 after any lost connection. The hub connects again and subscribes to every followed channel.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections import deque
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,6 +25,7 @@ from redis.exceptions import RedisError
 
 from arkq.backoff import REDIS_BACKOFF
 from arkq.connection import Heartbeat
+from arkq.contract import Event, parse_event
 
 logger = logging.getLogger("arkq.gateway")
 
@@ -34,33 +36,45 @@ READER_BACKLOG = 10_000
 
 
 class Feed:
-    """One reader's view of one channel: `get_message` as on a pub/sub connection of its own."""
+    """One reader's view of one channel: `next_event` as on a subscription of its own, and the events
+    already `waiting`, so that a busy reader takes all of them in one go."""
 
     def __init__(self, hub: Hub, channel: bytes):
         self._hub = hub
         self.channel = channel
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(READER_BACKLOG)
+        # None in the line: the connection broke there, and what came after it may lack events.
+        self._events: deque[Event | None] = deque()
+        self._arrived = asyncio.Event()
 
-    def deliver(self, message: dict[str, Any] | None) -> None:
-        """Called by the hub: a message, or None for "the connection broke, something may be lost"."""
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:  # a reader this far behind catches up from the log instead
-            self._queue = asyncio.Queue(READER_BACKLOG)
-            self._queue.put_nowait(None)
+    def deliver(self, event: Event | None) -> None:
+        """Called by the hub: an event, or None for "the connection broke, something may be lost"."""
+        if len(self._events) >= READER_BACKLOG:  # a reader this far behind catches up from the log
+            self._events.clear()
+            event = None
+        self._events.append(event)
+        self._arrived.set()
 
-    async def get_message(self, timeout: float) -> dict[str, Any] | None:
-        """The next message, None if none within `timeout`; RedisConnectionError if some may be lost."""
-        try:
-            message = self._queue.get_nowait()  # a busy stream: no timer for each message
-        except asyncio.QueueEmpty:
+    async def next_event(self, timeout: float) -> Event | None:
+        """The next event, None if none within `timeout`; RedisConnectionError if some may be lost."""
+        if not self._events:
+            self._arrived.clear()
             try:
-                message = await asyncio.wait_for(self._queue.get(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
             except TimeoutError:
                 return None
-        if message is None:
+        event = self._events.popleft()
+        if event is None:
             raise RedisConnectionError("the gateway's live-event connection was lost; reading the log")
-        return message
+        return event
+
+    def waiting(self) -> list[Event]:
+        """The events that have arrived, up to a break in the connection (which `next_event` raises)."""
+        taken: list[Event] = []
+        while self._events and (event := self._events[0]) is not None:
+            taken.append(event)
+            self._events.popleft()
+        return taken
 
     async def aclose(self) -> None:
         await self._hub.leave(self)
@@ -119,15 +133,19 @@ class Hub:
             pubsub = self._redis.pubsub()
             try:
                 # A channel of its own keeps the connection subscribed while no reader follows any job.
-                await pubsub.subscribe(b"ark:gateway:hub", *self._feeds)
+                channels = {b"ark:gateway:hub", *self._feeds}
+                await pubsub.subscribe(*channels)
                 self._heartbeat = Heartbeat(pubsub, self._dead_after_s)
                 self._connected.set()
+                # Readers that came while SUBSCRIBE was on its way found the hub not yet connected.
+                arrived = self._feeds.keys() - channels
+                if arrived:
+                    await pubsub.subscribe(*arrived)
                 failures = 0
                 while True:
                     message = await self._heartbeat.get_message(timeout=LISTEN_S)
                     if message is not None and message.get("type") == "message":
-                        for feed in tuple(self._feeds.get(message["channel"], ())):
-                            feed.deliver(message)
+                        self._dispatch(message["channel"], message["data"])
             except RedisError as error:
                 self._connected.clear()
                 self._heartbeat = None
@@ -141,3 +159,16 @@ class Hub:
             finally:
                 with contextlib.suppress(RedisError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        """One published event to every local reader of its channel, read once for all of them."""
+        feeds = self._feeds.get(channel)
+        if not feeds:
+            return
+        try:
+            event = parse_event(data)
+        except ValueError as error:  # its readers find the gap and read the job's log instead
+            logger.warning("unreadable event on %r: %s", channel, error)
+            return
+        for feed in tuple(feeds):
+            feed.deliver(event)

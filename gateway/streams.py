@@ -1,5 +1,5 @@
 """A job's events as HTTP streams: OpenAI's chunk stream for chat completions, and the resumable
-event stream of the jobs API, both read with `read_events` through the process's shared hub."""
+event stream of the jobs API, both read in batches (`Job.event_batches`) through the process's shared hub."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 
 from arkq.contract import TERMINAL_EVENT_TYPES, JobResult, encode_event
@@ -41,8 +41,19 @@ def job_failure(result: JobResult) -> ApiError:
     return ApiError(status, f"job {result.job_id} failed ({kind}): {message}", type=kind_type, code=kind)
 
 
-def _error_data(error: ApiError) -> str:
-    return json.dumps(error.body())
+def _error_frame(error: ApiError, *, event: str | None = None) -> bytes:
+    return sse_frame(json.dumps(error.body()).encode(), event=event)
+
+
+def sse_frame(data: bytes, *, event: str | None = None, id: int | None = None) -> bytes:
+    """One server-sent event. `data` is one line (compact JSON, or `[DONE]`): what every event here is.
+    Many frames go out in one write, which sse-starlette would send one by one."""
+    head = b""
+    if id is not None:
+        head += b"id: %d\r\n" % id
+    if event is not None:
+        head += b"event: %s\r\n" % event.encode()
+    return head + b"data: " + data + b"\r\n\r\n"
 
 
 async def wait_for_result(
@@ -94,39 +105,45 @@ def chat_stream(
     Text once sent is never sent again: if the job starts over after output went out (a `reset`), the
     stream ends with an error naming the job, whose final answer the jobs API then has."""
 
-    async def chunks() -> AsyncIterator[ServerSentEvent]:
+    async def chunks() -> AsyncIterator[bytes]:
         writer = ChunkWriter(job.id, call.model, include_usage=call.include_usage)
         finished = False
         sent = False
         try:
-            async for event in job.events(live=gateway.hub.follow):
-                if event.type == "reset" and sent:
-                    finished = True
-                    restarted = ApiError(
-                        502,
-                        f"job {job.id} started over after part of its answer was sent ({event.reason}); it "
-                        f"goes on: read its final answer at GET /v1/jobs/{job.id}",
-                        type="server_error",
-                        code="job_restarted",
-                    )
-                    yield ServerSentEvent(data=_error_data(restarted))
-                    return
-                for chunk in writer.chunks(event):
-                    sent = sent or event.type in {"token", "reasoning", "tool_call"}
-                    yield ServerSentEvent(data=json.dumps(chunk))
-                if event.type == "done":
-                    finished = True
-                    yield ServerSentEvent(data="[DONE]")
-                    return
-                if event.type in {"error", "cancelled"}:
-                    finished = True
-                    result = await job.fetch_result()
-                    failure = job_failure(result) if result is not None else ApiError(502, "the job failed")
-                    yield ServerSentEvent(data=_error_data(failure))
+            async for batch in job.event_batches(live=gateway.hub.follow):
+                frames: list[bytes] = []
+                for event in batch:
+                    if event.type == "reset" and sent:
+                        finished = True
+                        restarted = ApiError(
+                            502,
+                            f"job {job.id} started over after part of its answer was sent ({event.reason}); "
+                            f"it goes on: read its final answer at GET /v1/jobs/{job.id}",
+                            type="server_error",
+                            code="job_restarted",
+                        )
+                        frames.append(_error_frame(restarted))
+                        break
+                    for chunk in writer.chunks(event):
+                        sent = sent or event.type in {"token", "reasoning", "tool_call"}
+                        frames.append(sse_frame(json.dumps(chunk).encode()))
+                    if event.type == "done":
+                        finished = True
+                        frames.append(sse_frame(b"[DONE]"))
+                        break
+                    if event.type in {"error", "cancelled"}:
+                        finished = True
+                        result = await job.fetch_result()
+                        failed = ApiError(502, "the job failed") if result is None else job_failure(result)
+                        frames.append(_error_frame(failed))
+                        break
+                if frames:
+                    yield b"".join(frames)
+                if finished:
                     return
         except ArkqError as error:
             finished = True  # the job may be fine; this stream cannot follow it
-            yield ServerSentEvent(data=_error_data(api_error(error)))
+            yield _error_frame(api_error(error))
         finally:
             if not finished and cancel_on_disconnect:
                 gateway.in_background(job.cancel())
@@ -140,13 +157,13 @@ def event_stream(
     """The job's events from `from_seq`: `id:` the seq, `event:` the type, `data:` the event's JSON.
     Ends after the terminal event. A reader leaving never cancels the job."""
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
+    async def events() -> AsyncIterator[bytes]:
         try:
-            async for event in job.events(from_seq=from_seq, live=gateway.hub.follow):
-                yield ServerSentEvent(data=encode_event(event).decode(), event=event.type, id=str(event.seq))
+            async for batch in job.event_batches(from_seq=from_seq, live=gateway.hub.follow):
+                yield b"".join(sse_frame(encode_event(e), event=e.type, id=e.seq) for e in batch)
         except ArkqError as error:
             # Not an arkq event: the stream cannot go on (the job was lost, Redis is gone). A client
             # that reconnects with Last-Event-ID resumes where it was.
-            yield ServerSentEvent(data=_error_data(api_error(error)), event="stream_error")
+            yield _error_frame(api_error(error), event="stream_error")
 
     return EventSourceResponse(events(), headers=dict(headers), ping=gateway.config.gateway.sse_heartbeat_s)

@@ -9,8 +9,8 @@ the log, which holds every event before any live one (the worker appends before 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import suppress
-from typing import Any, Protocol
+from contextlib import aclosing, suppress
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -29,11 +29,16 @@ QUIET_CHECK_S = 1.0
 
 
 class LiveFeed(Protocol):
-    """A job's live channel as a reader sees it: messages as redis-py's pub/sub gives them (a dict with
-    `data`), None when none came in time, and redis-py's ConnectionError or TimeoutError when some may
-    have been lost (the reader then goes back to the log)."""
+    """A job's live channel as a reader sees it: its events as published, None when none came in time,
+    and redis-py's ConnectionError or TimeoutError when some may have been lost (the reader then goes
+    back to the log)."""
 
-    async def get_message(self, timeout: float) -> dict[str, Any] | None: ...
+    async def next_event(self, timeout: float) -> Event | None: ...
+
+    def waiting(self) -> list[Event]:
+        """The events that have already arrived, taken without waiting; none if the feed cannot tell
+        cheaply. A reader that relays events (an HTTP stream) sends them in one write."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -62,8 +67,12 @@ class OwnSubscription:
 
         return follow
 
-    async def get_message(self, timeout: float) -> dict[str, Any] | None:
-        return await self._heartbeat.get_message(timeout=timeout)
+    async def next_event(self, timeout: float) -> Event | None:
+        message = await self._heartbeat.get_message(timeout=timeout)
+        return None if message is None else parse_event(message["data"])
+
+    def waiting(self) -> list[Event]:
+        return []  # redis-py shows no buffered message without a read; each comes on its own
 
     async def aclose(self) -> None:
         await _close(self._heartbeat.pubsub)
@@ -81,7 +90,40 @@ async def read_events(
     dead_after_s: float | None = None,
     follow: Follow | None = None,
 ) -> AsyncGenerator[Event, None]:
-    """Every event of the job from `from_seq`, each once, ending after the terminal one.
+    """Every event of the job from `from_seq`, each once, ending after the terminal one: the events of
+    `read_event_batches` one by one."""
+    batches = read_event_batches(
+        redis,
+        job_id,
+        channel_prefix=channel_prefix,
+        is_pending=is_pending,
+        from_seq=from_seq,
+        quiet_check_s=quiet_check_s,
+        retry_s=retry_s,
+        dead_after_s=dead_after_s,
+        follow=follow,
+    )
+    async with aclosing(batches):
+        async for batch in batches:
+            for event in batch:
+                yield event
+
+
+async def read_event_batches(
+    redis: Redis,
+    job_id: str,
+    *,
+    channel_prefix: str,
+    is_pending: Callable[[], Awaitable[bool]],
+    from_seq: int = 0,
+    quiet_check_s: float = QUIET_CHECK_S,
+    retry_s: float = 30.0,
+    dead_after_s: float | None = None,
+    follow: Follow | None = None,
+) -> AsyncGenerator[list[Event], None]:
+    """Every event of the job from `from_seq`, each once, in order, ending after the terminal one; in
+    batches of what is at hand together (a read of the log, or the live messages already waiting), so
+    that a relay writes each batch at once. A batch is never empty.
 
     When the channel has been quiet, `is_pending` (queued or running?) decides whether to keep waiting:
     a job that is neither, with no terminal event in its log, raises JobLost instead of a hang.
@@ -111,32 +153,39 @@ async def read_events(
                 pending = await is_pending() if quiet else True
                 backlog = await reply(redis.lrange(log_key, next_seq, -1))
                 outage.over()
-                for raw in backlog:
-                    event = parse_event(raw)
-                    next_seq = event.seq + 1
-                    yield event
-                    if event.type in TERMINAL_EVENT_TYPES:
+                if backlog:
+                    batch = _until_terminal([parse_event(raw) for raw in backlog])
+                    next_seq = batch[-1].seq + 1
+                    yield batch
+                    if batch[-1].type in TERMINAL_EVENT_TYPES:
                         return
-                if not pending and not backlog:
+                elif not pending:
                     raise JobLost(
                         job_id, f"job {job_id!r} is not queued or running and its events ended without an end"
                     )
                 quiet = False
                 # Follow the live channel until something is out of order or it goes quiet.
-                while True:
-                    message = await live.get_message(timeout=quiet_check_s)
-                    if message is None:
+                in_order = True
+                while in_order:
+                    first = await live.next_event(timeout=quiet_check_s)
+                    if first is None:
                         quiet = True
                         break
-                    event = parse_event(message["data"])
-                    if event.seq < next_seq:
-                        continue
-                    if event.seq > next_seq:
-                        break
-                    next_seq += 1
-                    yield event
-                    if event.type in TERMINAL_EVENT_TYPES:
-                        return
+                    batch = []
+                    for event in (first, *live.waiting()):
+                        if event.seq < next_seq:
+                            continue
+                        if event.seq > next_seq:
+                            in_order = False  # a gap: the log has what is missing, and what follows
+                            break
+                        next_seq += 1
+                        batch.append(event)
+                        if event.type in TERMINAL_EVENT_TYPES:
+                            break
+                    if batch:
+                        yield batch
+                        if batch[-1].type in TERMINAL_EVENT_TYPES:
+                            return
             except (RedisConnectionError, RedisTimeoutError) as error:
                 # Redis went away (a restart, a failover, a dead peer): drop the subscription, wait,
                 # subscribe again and catch up from the log, which kept whatever was published meanwhile.
@@ -147,6 +196,14 @@ async def read_events(
     finally:
         if live is not None:
             await live.aclose()
+
+
+def _until_terminal(events: list[Event]) -> list[Event]:
+    """The events up to and including the first terminal one (a log holds nothing after it)."""
+    for index, event in enumerate(events):
+        if event.type in TERMINAL_EVENT_TYPES:
+            return events[: index + 1]
+    return events
 
 
 async def _close(pubsub: PubSub) -> None:

@@ -22,7 +22,7 @@ from arkq.redis_failures import name_failure
 from config_module.settings import ArkConfig
 from producer.cancel import CancelOutcome, cancel_job
 from producer.deadline import redis_answers_within
-from producer.events import Follow, read_events
+from producer.events import Follow, read_event_batches
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Job:
     async def exists(self) -> bool:
         """Whether Redis still knows the job: queued, running, or finished within its keep-result time."""
         keys = (arq_job_key(self.id), lease_key(self.id), event_log_key(self.id), result_key(self.id))
-        async with redis_answers_within(self._answer_within):
+        async with redis_answers_within(self._redis, self._answer_within):
             return bool(await self._redis.exists(*keys))
 
     async def state(self) -> JobState:
@@ -57,7 +57,7 @@ class Job:
         lease or arq's claim), ended (`done`, `error`, `cancelled`, with `result`), or `unknown` (Redis
         knows nothing of it, or it was lost). One round trip."""
         keys = (result_key(self.id), lease_key(self.id), claim_key(self.id), arq_job_key(self.id))
-        async with redis_answers_within(self._answer_within):
+        async with redis_answers_within(self._redis, self._answer_within):
             stored, lease, claim, envelope = await reply(self._redis.mget(keys))
         if stored is not None:
             result = JobResult.model_validate_json(stored)
@@ -72,13 +72,13 @@ class Job:
 
     async def tenant(self) -> str | None:
         """The tenant the job was enqueued for (`enqueue(tenant=...)`), None if none or unknown."""
-        async with redis_answers_within(self._answer_within):
+        async with redis_answers_within(self._redis, self._answer_within):
             owner = await self._redis.get(owner_key(self.id))
         return None if owner is None else owner.decode()
 
     async def is_pending(self) -> bool:
         """Whether the job is queued (or waiting for a retry) or running."""
-        async with redis_answers_within(self._answer_within):
+        async with redis_answers_within(self._redis, self._answer_within):
             return await lease.is_held(self._redis, self.id)
 
     async def events(self, *, from_seq: int = 0, live: Follow | None = None) -> AsyncGenerator[Event, None]:
@@ -86,9 +86,19 @@ class Job:
         `cancelled`. Raises JobNotFound for an ID that Redis does not know, JobLost for a job that is no
         longer queued or running but never ended. A Redis restart is a pause, not an error; a Redis
         still gone after `redis.retry_s`, or refusing the reader, is the `RedisFailure` naming it."""
+        async with aclosing(self.event_batches(from_seq=from_seq, live=live)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+
+    async def event_batches(
+        self, *, from_seq: int = 0, live: Follow | None = None
+    ) -> AsyncGenerator[list[Event], None]:
+        """The events of `events()` in the batches they arrive in (a read of the log, the live messages
+        waiting together): for a relay that writes each batch at once."""
         if not await self.exists():
             raise JobNotFound(self.id, f"no job {self.id!r} in Redis (never enqueued, or expired)")
-        reader = read_events(
+        reader = read_event_batches(
             self._redis,
             self.id,
             channel_prefix=self._config.streaming.channel_prefix,
@@ -98,10 +108,10 @@ class Job:
             follow=live,
         )
         # aclosing: a caller that stops early gives the pub/sub connection back now, not at GC.
-        async with aclosing(reader) as events:
+        async with aclosing(reader) as batches:
             try:
-                async for event in events:
-                    yield event
+                async for batch in batches:
+                    yield batch
             except (RedisError, OSError) as error:
                 raise name_failure(error) from error
 
@@ -126,12 +136,12 @@ class Job:
 
     async def event_count(self) -> int:
         """How many events the job's log holds (the next event's seq)."""
-        async with redis_answers_within(self._answer_within):
+        async with redis_answers_within(self._redis, self._answer_within):
             return int(await reply(self._redis.llen(event_log_key(self.id))))
 
     async def _latest_attempt_seq(self) -> int:
         """The seq of the last `reset` in the log (0 if none): earlier output is void."""
-        async with redis_answers_within(self._answer_within):
+        async with redis_answers_within(self._redis, self._answer_within):
             history = await reply(self._redis.lrange(event_log_key(self.id), 0, -1))
         for seq in range(len(history) - 1, -1, -1):
             if b'"type":"reset"' in history[seq] and parse_event(history[seq]).type == "reset":
@@ -144,7 +154,7 @@ class Job:
 
     async def fetch_result(self) -> JobResult | None:
         """The stored result if the job has ended, else None; never waits, never raises JobFailed."""
-        async with redis_answers_within(self._answer_within):
+        async with redis_answers_within(self._redis, self._answer_within):
             raw = await self._redis.get(result_key(self.id))
         return None if raw is None else JobResult.model_validate_json(raw)
 
@@ -172,5 +182,5 @@ class Job:
         """Cancel the job. `cancelled`: it was queued and will never run; `cancelling`: its worker
         stops it within `worker.lease_renew_s` (its HTTP stream closed, the server told to abort) and
         it ends with a `cancelled` event; `ended`: it had ended already; `unknown`: no such job."""
-        async with redis_answers_within(self._answer_within):
+        async with redis_answers_within(self._redis, self._answer_within):
             return await cancel_job(self._redis, self.id, self._config)
