@@ -63,7 +63,7 @@ class Producer:
         if self._redis is None:
             redis = connect(self.config, self._redis_url)
             try:
-                async with redis_answers_within(self.config.redis.connect_timeout_s):
+                async with redis_answers_within(redis, self.config.redis.connect_timeout_s):
                     await redis.ping()
             except BaseException:
                 await redis.aclose()
@@ -178,7 +178,7 @@ class Producer:
                 f"job_id: {job_id!r} must be 1-128 letters, digits or _.:- and start with a letter or digit",
                 field="job_id",
             )
-        async with redis_answers_within(self.config.redis.connect_timeout_s, enqueueing=job_id):
+        async with redis_answers_within(self.redis, self.config.redis.connect_timeout_s, enqueueing=job_id):
             await enqueue_generation(
                 self.redis,
                 job_id,

@@ -139,6 +139,23 @@ async def test_enqueue_moves_past_a_dead_connection_and_fails_in_time_on_a_silen
         assert await again.exists()
 
 
+async def test_after_a_partition_one_call_fails_in_time_and_the_next_ones_open_fresh_connections(
+    proxy: ProxyProcess,
+) -> None:
+    # Below dead_after_s: a call that meets a dead connection fails; the pool must not make every
+    # call after it meet one of its other dead connections too.
+    config = fast(ARK_REDIS__CONNECT_TIMEOUT_S="0.5")
+    async with Producer(proxy.url(), config=config) as producer:
+        jobs = [await producer.enqueue([{"role": "user", "content": f"job {i}"}]) for i in range(4)]
+        await asyncio.gather(*(job.state() for job in jobs))  # four connections, idle in the pool now
+        proxy.forget()  # every open connection is dead; new ones work
+        with pytest.raises(RedisUnavailable):
+            await jobs[0].state()
+        # Callers at once, as a busy producer has them: each takes a pooled connection.
+        states = await asyncio.gather(*(job.state() for job in jobs))
+        assert [state.status for state in states] == ["queued"] * len(jobs)
+
+
 async def test_a_worker_whose_connections_go_silent_hands_its_job_over_and_carries_on(
     proxy: ProxyProcess, producer: Producer, fake_llm: str, log_dir: Path
 ) -> None:
