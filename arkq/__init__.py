@@ -2,8 +2,10 @@
 
 The job and event contract (`arkq.contract`, `arkq.messages`), the Redis protocol (`arkq.keys`, the
 Lua scripts in `arkq.scripts`, `arkq.envelope` for arq's job format, `arkq.connection`), the lease
-(`arkq.lease`), the one backoff policy (`arkq.backoff`) and the exception tree (`arkq.errors`). Nothing
-here imports the LLM client, arq or anything above the core, so `import producer` stays light.
+(`arkq.lease`), the one backoff policy (`arkq.backoff`), the exception tree (`arkq.errors`), and what
+both model links share: their stream events (`arkq.stream_events`) and closing what they opened when
+their event loop ends (`arkq.loop_bound`). Nothing here imports the LLM client, arq or anything above
+the core, so `import producer` stays light.
 """
 
 from arkq.errors import (

@@ -24,14 +24,15 @@ import math
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, suppress
-from types import AsyncGeneratorType, TracebackType
-from typing import Any, Self, TypeVar, cast
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import httpx2
 import openai
 from openai import AsyncAPIResponse, AsyncOpenAI, DefaultAioHttpClient
 from pydantic import SecretStr
 
+from arkq.loop_bound import Close, Keeper, close_with_loop, release
 from arkq.messages import Message, format_messages
 from config_module import loader as _config_loader
 from model_module.errors import (
@@ -141,7 +142,7 @@ class ArkModelLink:
         )
         self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._keeper: AsyncGeneratorType[None, None] | None = None
+        self._keeper: Keeper | None = None
         # Loops in several threads may share the link. Unguarded, two could each make a client, and the
         # one whose client was overwritten would have it closed under it by its dropped keeper.
         self._client_lock = threading.Lock()
@@ -165,12 +166,12 @@ class ArkModelLink:
         with self._client_lock:
             client = self._client
             if client is None or (loop is not None and self._client_loop not in (None, loop)):
-                _release(self._keeper)  # the old client's loop may still be using it
+                release(self._keeper)  # the old client's loop may still be using it
                 client, self._client_loop, self._keeper = self._new_client(), None, None
                 self._client = client
             if loop is not None and self._client_loop is None:
                 self._client_loop = loop
-                self._keeper = _start_keeper(client)
+                self._keeper = close_with_loop(_closer(client))
             return client
 
     def _new_client(self) -> AsyncOpenAI:
@@ -190,7 +191,7 @@ class ArkModelLink:
         """Close the client and its connections. The link stays usable: a later call opens a new one."""
         with self._client_lock:
             client = self._client
-            _release(self._keeper)
+            release(self._keeper)
             self._client, self._client_loop, self._keeper = None, None, None
         if client is not None:
             await client.close()  # a no-op if its loop's shutdown has closed it
@@ -438,45 +439,14 @@ class ArkModelLink:
         return await self.generate_response(messages, json_schema)
 
 
-async def _keep(client: AsyncOpenAI) -> AsyncGenerator[None, None]:
-    try:
-        yield  # resumed: released (see `_release`); closed: close the client
-    except BaseException:
+def _closer(client: AsyncOpenAI) -> Close:
+    """What the keeper runs when the loop ends first: close `client` unless closed already."""
+
+    async def close() -> None:
         if not client.is_closed():
             await client.close()
-        raise
 
-
-def _start_keeper(client: AsyncOpenAI) -> AsyncGeneratorType[None, None]:
-    """Tie `client` to the running loop's life, so a link nobody closes leaves no open connection.
-
-    The ARKOS examples never close their link, and an aiohttp session still open when its loop goes
-    away warns "Unclosed client session" at exit. A loop tracks every async generator iterated on it:
-    `asyncio.run` closes those still suspended before it closes the loop, and one garbage-collected
-    earlier (with the link that holds it) is closed in a task on its loop. Either way the keeper closes
-    the client on the loop that owns its connections.
-    """
-    keeper = cast(AsyncGeneratorType[None, None], _keep(client))
-    _step(keeper)
-    return keeper
-
-
-def _release(keeper: AsyncGeneratorType[None, None] | None) -> None:
-    """End `keeper` without closing its client. `aclose` closes the client itself; a client replaced
-    for another loop is left open, as only its own loop could close it and that loop, in another
-    thread, may still be using it.
-
-    A keeper already running is its loop's shutdown closing the client; resuming it would raise.
-    """
-    if keeper is not None and not keeper.ag_running:
-        _step(keeper)
-
-
-def _step(keeper: AsyncGenerator[None, None]) -> None:
-    # Neither the way to the keeper's `yield` nor the way on to its end awaits anything, so its step
-    # needs no task and can run in the synchronous `client` property.
-    with suppress(StopIteration, StopAsyncIteration):
-        keeper.asend(None).send(None)
+    return close
 
 
 def _media_type(headers: httpx2.Headers) -> str:
