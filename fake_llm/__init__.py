@@ -25,6 +25,11 @@ streamed, an in-stream error event when streamed). With ``tools`` (and ``tool_ch
 not ``"none"``) the answer is one call to the first tool (or the named one) whose
 arguments are an instance of its ``parameters`` schema, ``finish_reason: tool_calls``.
 ``usage.prompt_tokens`` is an estimate (words of all messages + 4 per message + 3).
+With ``continue_final_message: true`` and a final assistant message, the answer goes on from
+that message's text, as SGLang's does: when the text begins the conversation's own answer
+(the answer planned without it), the rest of that answer is streamed, so an answer
+interrupted and continued any number of times ends up the uninterrupted one; other text is
+followed by other words. Only the new tokens are streamed and counted.
 
 Fault directives
 ----------------
@@ -63,6 +68,9 @@ Any message may contain directives; their text is ignored for generation::
                        non-streamed ``application/json`` completion, a non-streamed one the
                        ``text/event-stream`` stream (a server or proxy that mishandles
                        ``stream``)
+``refuse_continue=1``  answer a request with ``continue_final_message`` with a 400 "Unrecognized
+                       request argument supplied: continue_final_message", as a server without
+                       the parameter does
 ``times=N``            the fault keys (status, stream_error, cut_after, context_overflow,
                        html, flip_stream) only fire for the first N requests carrying the same
                        directive text; later ones succeed (shaping keys such as ``tokens``,

@@ -218,12 +218,18 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         stats.active -= 1
 
 
+#: What a strict OpenAI-compatible server answers (400) for a parameter it does not know.
+UNRECOGNIZED_ARGUMENT = "Unrecognized request argument supplied: "
+
+
 async def _chat(request: web.Request, state: FakeLLMState) -> web.StreamResponse:
     chat = parse_chat_request(await _read_json(request), context_length=state.context_length)
     try:
         faults = state.budget.apply(parse_directives(chat.texts))
     except DirectiveError as exc:
         raise EmulatedApiError(str(exc)) from None
+    if faults.refuse_continue and chat.continue_final_message:
+        raise EmulatedApiError(f"{UNRECOGNIZED_ARGUMENT}continue_final_message")
     prompt_tokens = _check_context(chat, faults, state)
 
     if faults.status is not None:

@@ -19,7 +19,7 @@ DIRECTIVE_RE = re.compile(r"\[\[arkq:([^\[\]]*)\]\]")
 
 _INT_KEYS = frozenset(
     {"tokens", "status", "retry_after", "context_overflow", "stream_error", "error_after", "cut_after",
-     "reasoning", "times", "stamp", "html", "flip_stream"}
+     "reasoning", "times", "stamp", "html", "flip_stream", "refuse_continue"}
 )  # fmt: skip
 _FLOAT_KEYS = frozenset({"ttft_ms", "itl_ms"})
 FAULT_KEYS = frozenset({"status", "stream_error", "cut_after", "context_overflow", "html", "flip_stream"})
@@ -48,6 +48,7 @@ class Directives:
     stamp: bool = False  # streamed content tokens carry their send time (latency benchmarks)
     html: bool = False  # a 200 login page instead of the answer (a gateway in front of the server)
     flip_stream: bool = False  # answer streamed when not asked to, and not streamed when asked
+    refuse_continue: bool = False  # 400 for continue_final_message, as a server without it answers
 
     @property
     def has_fault(self) -> bool:
@@ -69,6 +70,7 @@ class Directives:
             itl_ms=self.itl_ms,
             reasoning=self.reasoning,
             stamp=self.stamp,
+            refuse_continue=self.refuse_continue,
         )
 
 
@@ -141,6 +143,7 @@ def parse_directives(texts: Iterable[str]) -> Directives:
         stamp=bool(values.get("stamp", 0)),
         html=bool(values.get("html", 0)),
         flip_stream=bool(values.get("flip_stream", 0)),
+        refuse_continue=bool(values.get("refuse_continue", 0)),
     )
 
 

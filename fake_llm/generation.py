@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from arkq.errors import ArkqError
@@ -105,6 +105,8 @@ def estimate_prompt_tokens(request: ChatRequest) -> int:
     for text in request.texts:
         total += len(strip_directives(text).split()) + _PER_MESSAGE_OVERHEAD
     total += len(request.tools_text.split())
+    if request.prefix is not None:
+        total += len(request.prefix.split())
     return total
 
 
@@ -154,7 +156,53 @@ def _apply_stop(pieces: list[str], stops: tuple[str, ...]) -> tuple[list[str], s
 
 
 def plan_output(request: ChatRequest, directives: Directives) -> OutputPlan:
-    """Decide the full output of ``request``; raises :class:`GrammarError` for bad schemas."""
+    """Decide the full output of ``request``; raises :class:`GrammarError` for bad schemas.
+
+    A request that continues a final assistant message (``continue_final_message``) whose text begins
+    this conversation's answer gets the rest of that answer: an answer interrupted any number of times
+    and continued each time is, in the end, the uninterrupted one, token for token."""
+    if request.prefix is not None:
+        return _plan_continuation(request, directives, request.prefix)
+    return _plan_answer(request, directives)
+
+
+def _plan_continuation(request: ChatRequest, directives: Directives, prefix: str) -> OutputPlan:
+    whole = _plan_answer(replace(request, prefix=None, max_tokens=None, stop=()), directives)
+    rest = _after(prefix, whole.content)
+    if rest is None:  # not this conversation's answer: go on with other words, as a model would
+        rng = random.Random(request_seed((*request.texts, prefix)))
+        count = directives.tokens
+        if count is None:
+            count = MIN_DEFAULT_TOKENS + rng.randrange(MAX_DEFAULT_TOKENS - MIN_DEFAULT_TOKENS + 1)
+        rest = [_SPACED[i] for i in rng.choices(range(len(VOCABULARY)), k=count)]
+    finish: FinishReason = "stop"
+    matched: int | str | None = EOS_TOKEN_ID
+    if request.max_tokens is not None and len(rest) > request.max_tokens:
+        rest, finish, matched = rest[: request.max_tokens], "length", None
+    rest, stop = _apply_stop(rest, request.stop)
+    if stop is not None:
+        finish, matched = "stop", stop
+    return OutputPlan(
+        reasoning=[], content=rest, tool_name=None, tool_args=[], finish_reason=finish, matched_stop=matched
+    )
+
+
+def _after(prefix: str, pieces: list[str]) -> list[str] | None:
+    """The pieces that follow ``prefix`` in ``pieces`` (the first one cut if it ends inside it), or
+    None if the pieces do not begin with ``prefix``."""
+    if not "".join(pieces).startswith(prefix):
+        return None
+    rest: list[str] = []
+    used = 0
+    for piece in pieces:
+        end = used + len(piece)
+        if end > len(prefix):
+            rest.append(piece[max(0, len(prefix) - used) :])
+        used = end
+    return rest
+
+
+def _plan_answer(request: ChatRequest, directives: Directives) -> OutputPlan:
     rng = random.Random(request_seed(request.texts))
     reasoning = text_tokens(rng, directives.reasoning)
     tool_name: str | None = None

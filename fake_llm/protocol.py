@@ -64,6 +64,10 @@ class ChatRequest:
     schema: Any
     tool: ToolSpec | None
     tools_text: str  # the tool definitions, for the prompt-size estimate
+    continue_final_message: bool = False
+    #: With continue_final_message, the final assistant message's text: the answer goes on from it
+    #: (that message is not in ``texts``).
+    prefix: str | None = None
 
 
 def _validation_error(
@@ -203,6 +207,21 @@ def parse_chat_request(body: Any, *, context_length: int) -> ChatRequest:
     stops = (stop,) if isinstance(stop, str) else tuple(s for s in stop or () if isinstance(s, str) and s)
     stream_options = body.get("stream_options")
     include_usage = bool(stream_options.get("include_usage")) if isinstance(stream_options, dict) else False
+    continue_final = body.get("continue_final_message", False)
+    if not isinstance(continue_final, bool):
+        raise _validation_error(
+            ("continue_final_message",), "Input should be a valid boolean", continue_final, "bool_type"
+        )
+    prefix: str | None = None
+    last = messages[-1] if messages else None
+    if continue_final and isinstance(last, dict) and last.get("role") == "assistant":
+        # As OpenAIServingChat._handle_last_assistant_message: only text content is continued; it leaves
+        # the conversation and follows the generation prompt. Without the flag SGLang makes a final
+        # assistant message a user turn, which changes nothing here (only the texts are used).
+        content = last.get("content")
+        if isinstance(content, str):
+            prefix = content
+            texts.pop()
     rid = body.get("rid")
     if rid is not None and not isinstance(rid, str):
         raise EmulatedApiError("Only a single string `rid` is supported by the emulator.")
@@ -232,4 +251,6 @@ def parse_chat_request(body: Any, *, context_length: int) -> ChatRequest:
         schema=schema,
         tool=tool,
         tools_text=json.dumps(tools) if tools else "",
+        continue_final_message=continue_final,
+        prefix=prefix,
     )
