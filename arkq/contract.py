@@ -168,11 +168,14 @@ class _Event(BaseModel):
 
 
 class StartedEvent(_Event):
-    """An attempt began: `attempt` counts from 1, `worker` names the process running it."""
+    """An attempt began: `attempt` counts from 1, `worker` names the process running it. `continues`:
+    it carries on from the output published before it (an attempt that died mid-stream), which stays
+    valid; otherwise a `reset` came first if there was output to void."""
 
     type: Literal["started"] = "started"
     attempt: int
     worker: str
+    continues: bool = False
 
 
 class TokenEvent(_Event):

@@ -77,6 +77,9 @@ class WorkerConfig(Section):
     poll_delay_s: float = Field(0.5, gt=0)
     #: Attempts per job, whatever restarted it: a crashed or stopped worker, a stream cut mid-way.
     max_tries: int = Field(5, gt=0)
+    #: An attempt after one that died mid-stream continues the text already published (SGLang's
+    #: continue_final_message) instead of voiding it with a `reset` and starting over, where sound.
+    resume_partial: bool = True
     #: A running job's lease: another worker restarts the job this many seconds after its worker died.
     lease_s: float = Field(6.0, gt=0)
     #: How often a worker renews its leases and looks for cancelled jobs (cancellation latency).

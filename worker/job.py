@@ -1,9 +1,12 @@
 """The generation job: one request through ArkModelLink's typed stream, every delta published.
 
 One arq job may take several attempts: another worker takes over when the first dies or is stopped
-(its lease lapses), and a stream that fails mid-way is started over. Each attempt opens with `started`,
-after a `reset` when the attempt before it had published output. Whatever happens, the job ends with
-exactly one terminal event (`done`, `error` or `cancelled`), written after its stored result.
+(its lease lapses), and a stream that fails mid-way is tried again. Each attempt opens with `started`.
+An attempt after one that published output continues that output where sound (`Continuation`: the
+answer so far goes back to the server as the final assistant message to continue), so readers never
+take text back; otherwise a `reset` voids the output first and the attempt starts over. Whatever
+happens, the job ends with exactly one terminal event (`done`, `error` or `cancelled`), written after
+its stored result.
 """
 
 from __future__ import annotations
@@ -64,6 +67,34 @@ def parse_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> GenerationRe
         raise JobEnds(
             "invalid_job", f"invalid generation request: {describe_validation_error(error)}"
         ) from None
+
+
+#: What a server answers when it will not continue a final assistant message: a strict OpenAI-style
+#: server refusing the unknown parameter, or a prefix that no longer fits the context.
+CONTINUATION_REFUSED = frozenset({"bad_request", "context_overflow"})
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """The answer published so far, which the next attempt carries on from.
+
+    `tokens` counts its token events: SGLang streams one token per chunk (its default stream_interval
+    of 1), so they are what the answer has used of `max_tokens`."""
+
+    text: str
+    tokens: int
+
+    def whole(self, finish: Finish) -> Finish:
+        """The continuation's finish for the whole answer: its usage as an uninterrupted request's would
+        be, the tokens continued from counted as completion tokens rather than prompt tokens."""
+        if finish.usage is None:
+            return finish
+        usage = dict(finish.usage)
+        if isinstance(usage.get("completion_tokens"), int):
+            usage["completion_tokens"] += self.tokens
+        if isinstance(usage.get("prompt_tokens"), int):
+            usage["prompt_tokens"] = max(0, usage["prompt_tokens"] - self.tokens)
+        return Finish(finish.reason, usage)
 
 
 @dataclass
@@ -182,6 +213,8 @@ class GenerationJob:
         self.args, self.kwargs = args, kwargs
         self.started_at = time.time()
         self.output = Output()
+        #: Why the server would not continue an answer, once it has refused: later attempts start over.
+        self.refused: str | None = None
 
     def failed(self, error: ErrorInfo) -> JobResult:
         result = self.new_result("error")
@@ -272,18 +305,53 @@ class GenerationJob:
             # Not waited for: they are written before anything the attempt streams, and a failure to
             # write them surfaces at the attempt's next event.
             attempt = self.publisher.attempts + 1
+            going_on: Continuation | None = None
             if self.publisher.dirty:
-                await self.publisher.emit(ResetEvent, reason=f"attempt {attempt} starts over")
-            await self.publisher.emit(StartedEvent, attempt=attempt, worker=self.worker_name)
-            self.output = Output()
+                plan = self._carry_on(request)
+                if isinstance(plan, Continuation):
+                    going_on = plan
+                    logger.info(
+                        "job %s: attempt %d continues %d published tokens",
+                        self.publisher.job_id,
+                        attempt,
+                        plan.tokens,
+                    )
+                else:
+                    logger.warning("job %s: attempt %d starts over: %s", self.publisher.job_id, attempt, plan)
+                    await self.publisher.emit(ResetEvent, reason=f"attempt {attempt} starts over: {plan}")
+            await self.publisher.emit(
+                StartedEvent, attempt=attempt, worker=self.worker_name, continues=going_on is not None
+            )
+            self.output = Output(text=[going_on.text] if going_on is not None else [])
             try:
-                return await self._stream(request, budget)
+                return await self._stream(request, budget, going_on)
             except ModelError as error:
+                nothing_new = self.output.first_token_at is None
+                if going_on is not None and nothing_new and error.kind in CONTINUATION_REFUSED:
+                    # Not the job's fault: the server will not continue it. The next attempt starts over.
+                    self.refused = str(error)
+                    last_error = None
+                    continue
                 if not error.retryable:
                     raise JobEnds(error.kind, str(error)) from error
-                if self.output.first_token_at is None:  # nothing streamed: the link spent the budget
+                if nothing_new:  # nothing streamed: the link spent the budget
                     raise JobEnds(error.kind, f"{error} (after {budget.sent} requests)") from error
                 last_error = error
+
+    def _carry_on(self, request: GenerationRequest) -> Continuation | str:
+        """How the next attempt goes on from the output published so far: the `Continuation`, or why it
+        cannot (it then starts over after a `reset`)."""
+        if not self.config.worker.resume_partial:
+            return "worker.resume_partial is off"
+        if request.json_schema is not None or request.json_object:
+            return "a schema-constrained answer cannot be continued from its text (its grammar state is gone)"
+        if "tool_call" in self.publisher.output_types:
+            return "it stopped in a tool call"
+        if "reasoning" in self.publisher.output_types:
+            return "it streamed reasoning, which is not sent back to be continued"
+        if self.refused is not None:
+            return f"the server refused to continue it ({self.refused})"
+        return Continuation("".join(self.publisher.answer), len(self.publisher.answer))
 
     @property
     def rid(self) -> str:
@@ -291,16 +359,32 @@ class GenerationJob:
         attempt (a stalled worker's, say) never aborts another's."""
         return f"{self.publisher.job_id}-{self.publisher.attempts}"
 
-    async def _stream(self, request: GenerationRequest, budget: RequestBudget) -> Finish:
+    async def _stream(
+        self, request: GenerationRequest, budget: RequestBudget, going_on: Continuation | None
+    ) -> Finish:
         publisher, output = self.publisher, self.output
+        messages: list[Any] = list(request.messages)
+        max_tokens, extra_body = request.max_tokens, None
+        if going_on is not None:
+            # SGLang's ChatCompletionRequest.continue_final_message: OpenAIServingChat's
+            # _handle_last_assistant_message takes the final assistant message's text out of the
+            # conversation and appends it to the rendered prompt, after the generation prompt, so the
+            # model goes on from it and streams only what follows (sglang, python/sglang/srt/
+            # entrypoints/openai/serving_chat.py). Without the flag it would become a user turn.
+            messages.append({"role": "assistant", "content": going_on.text})
+            max_tokens = (self.link.max_tokens if max_tokens is None else max_tokens) - going_on.tokens
+            if max_tokens <= 0:
+                return Finish(reason="length", usage=None)  # the answer had used all of max_tokens
+            extra_body = {"continue_final_message": True}
         stream = self.link.stream(
-            request.messages,
+            messages,
             request.json_schema,
-            max_tokens=request.max_tokens,
+            max_tokens=max_tokens,
             temperature=request.temperature,
             model=request.model,
             rid=self.rid,
             tools=request.tools,
+            extra_body=extra_body,
             budget=budget,
             sampling=request.sampling(),
         )
@@ -326,7 +410,7 @@ class GenerationJob:
                         arguments=delta.arguments,
                     )
                 elif type(delta) is Finish:
-                    return delta
+                    return delta if going_on is None else going_on.whole(delta)
         raise stream_incomplete("no finish event")
 
     async def finish(self, result: JobResult) -> None:

@@ -27,6 +27,7 @@ from arkq.contract import (
     Event,
     JobResult,
     TextEventEncoder,
+    TokenEvent,
     encode_event,
     parse_event,
 )
@@ -158,10 +159,13 @@ class EventPublisher:
         self.ended = bool(history) and history[-1].type in TERMINAL_EVENT_TYPES
         #: Attempts made so far (`started` events).
         self.attempts = 0
-        #: Output was published since the last reset: a new attempt must void it first.
+        #: Output was published since the last reset: a new attempt voids it first, or continues it.
         self.dirty = False
+        #: What that output is: its answer text in pieces (a token event each), and its event types.
+        self.answer: list[str] = []
+        self.output_types: set[str] = set()
         for event in history:
-            self._track(event.type)
+            self._track(event.type, _answer_text(event))
         self.token = token
         self.keys = [lease_key(job_id), event_log_key(job_id), result_key(job_id)]
         self.channel = event_channel(channel_prefix, job_id)
@@ -187,22 +191,26 @@ class EventPublisher:
             redis, job_id, token=token, channel_prefix=channel_prefix, log_ttl_s=log_ttl_s, history=history
         )
 
-    def _track(self, event_type: str) -> None:
+    def _track(self, event_type: str, text: str) -> None:
         if event_type in OUTPUT_EVENT_TYPES:
             self.dirty = True
+            self.output_types.add(event_type)
+            if event_type == "token":
+                self.answer.append(text)
         elif event_type == "reset":
             self.dirty = False
+            self.answer, self.output_types = [], set()
         elif event_type == "started":
             self.attempts += 1
 
     async def emit_text(self, kind: Literal["token", "reasoning"], text: str) -> None:
         """Send a piece of output text; returns once it is queued for writing, not written."""
-        await self._queue(kind, self._encode_text(self.next_seq, kind, text))
+        await self._queue(kind, self._encode_text(self.next_seq, kind, text), text)
 
     async def emit(self, event_type: type[Event], **fields: Any) -> Event:
         """Send any event, like `emit_text`."""
         event = event_type(job_id=self.job_id, seq=self.next_seq, **fields)
-        await self._queue(event.type, encode_event(event))
+        await self._queue(event.type, encode_event(event), _answer_text(event))
         return event
 
     async def publish(self, event_type: type[Event], **fields: Any) -> Event:
@@ -226,12 +234,12 @@ class EventPublisher:
         if self._failure is not None:
             raise self._failure
 
-    async def _queue(self, event_type: str, data: bytes) -> None:
+    async def _queue(self, event_type: str, data: bytes, text: str) -> None:
         if self._failure is not None:
             raise self._failure
         self._backlog.append(data)
         self.next_seq += 1
-        self._track(event_type)
+        self._track(event_type, text)
         if self._idle.is_set():
             self._idle.clear()
             self._writer.wake(self)
@@ -262,3 +270,7 @@ class EventPublisher:
         self._failure = error
         self._backlog.clear()
         self._idle.set()
+
+
+def _answer_text(event: Event) -> str:
+    return event.text if isinstance(event, TokenEvent) else ""

@@ -182,7 +182,7 @@ async def test_a_worker_whose_connections_go_silent_hands_its_job_over_and_carri
         events = [event async for event in producer.job(job.id).events()]
         assert_one_end(events)
         types = [event.type for event in events]
-        assert result.attempts >= 2 and types.index("reset") < types.index("started", 1)
+        assert result.attempts >= 2 and "reset" not in types  # the new attempt continued the answer
         assert result.text == events[-1].text == text_of_last_attempt(events)
 
         # The same process, never restarted, listens for wake-ups again and serves the next job. (The

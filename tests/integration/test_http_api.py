@@ -274,8 +274,9 @@ async def test_a_job_failing_mid_stream_ends_the_stream_with_its_kind(
 async def test_a_restart_after_output_ends_the_stream_naming_the_job(
     gateways: Gateways, fleet: WorkerFleet
 ) -> None:
-    """Text once sent is not sent again: the worker starts the job over after a cut stream, and the
-    client is told to read the final answer from the jobs API instead."""
+    """Text once sent is not sent again: where the worker starts the job over after a cut stream (here
+    because continuing is turned off), the client is told to read the final answer from the jobs API."""
+    fleet.env["ARK_WORKER__RESUME_PARTIAL"] = "false"
     fleet.start(1)
     url = gateways.start()
     cut = [{"role": "user", "content": "Go. [[arkq:cut_after=3 times=1 itl_ms=5]]"}]
@@ -293,6 +294,24 @@ async def test_a_restart_after_output_ends_the_stream_naming_the_job(
     sent = "".join(texts)
     assert sent and final["result"]["attempts"] == 2
     assert final["result"]["text"] != sent  # what was sent was the first attempt's start only
+
+
+async def test_a_cut_stream_goes_on_through_the_openai_stream(gateways: Gateways, fleet: WorkerFleet) -> None:
+    """The worker continues the answer after the cut: the client's stream just goes on, and ends with
+    the answer it would have had without the cut."""
+    fleet.start(1)
+    url = gateways.start()
+    # A directive text of its own: the emulator counts `times` per directive text.
+    cut = [{"role": "user", "content": "Go on. [[arkq:cut_after=4 times=1 itl_ms=4]]"}]
+    whole = [{"role": "user", "content": "Go on. [[arkq:itl_ms=4]]"}]  # the same words: the same answer
+    async with client(url) as sdk:
+        raw = await sdk.chat.completions.with_raw_response.create(model=MODEL, messages=cut, stream=True)  # type: ignore[arg-type]
+        texts = [chunk.choices[0].delta.content or "" async for chunk in raw.parse() if chunk.choices]
+        uninterrupted = await sdk.chat.completions.create(model=MODEL, messages=whole)  # type: ignore[arg-type]
+    assert "".join(texts) == uninterrupted.choices[0].message.content
+    async with http(url) as alice:
+        job = (await alice.get(f"/v1/jobs/{raw.headers['x-arkq-job-id']}")).json()
+    assert job["result"]["attempts"] == 2, "the stream was cut once, and continued"
 
 
 async def _status(alice: httpx2.AsyncClient, job_id: str) -> str:

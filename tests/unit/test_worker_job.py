@@ -67,16 +67,51 @@ async def test_a_job_publishes_started_tokens_done_and_stores_the_result(ctx: di
     assert stored.usage["completion_tokens"] == 5
 
 
-async def test_a_retried_job_voids_the_earlier_output_with_a_reset(ctx: dict[str, Any]) -> None:
+async def test_a_retried_job_continues_the_earlier_output(ctx: dict[str, Any]) -> None:
+    whole = (await generate_alone(ctx)).text
+    earlier = await earlier_attempt(ctx["redis"])
+    await earlier.publish(StartedEvent, attempt=1, worker="dead:1")
+    first, second = whole.split(" ")[0], " " + whole.split(" ")[1]
+    await earlier.publish(TokenEvent, text=first)  # then that worker was killed
+    await earlier.publish(TokenEvent, text=second)
+    await ctx["redis"].delete(lease_key("job-1"))  # its lease lapsed; this worker claimed the job
+    await generate({**ctx, "job_try": 2}, REQUEST)
+    events = await logged(ctx["redis"])
+    assert [e.type for e in events] == ["started", "token", "token", "started", *["token"] * 3, "done"]
+    assert events[3].continues and events[3].attempt == 2
+    stored = JobResult.model_validate_json(await ctx["redis"].get(result_key("job-1")))
+    assert stored.text == events[-1].text == whole == "".join(e.text for e in events if e.type == "token")
+    assert stored.usage["completion_tokens"] == 5 and stored.attempts == 2  # as if uninterrupted
+
+
+@pytest.mark.parametrize(
+    ("settings", "request_", "why"),
+    [
+        ({"ARK_WORKER__RESUME_PARTIAL": "false"}, REQUEST, "worker.resume_partial is off"),
+        ({}, {**REQUEST, "json_object": True}, "schema-constrained"),
+    ],
+)
+async def test_a_retried_job_voids_the_earlier_output_where_it_cannot_continue(
+    ctx: dict[str, Any], settings: dict[str, str], request_: dict[str, Any], why: str
+) -> None:
+    config = load_config({"ARK_WORKER__MAX_TRIES": "3", **settings})
     earlier = await earlier_attempt(ctx["redis"])
     await earlier.publish(StartedEvent, attempt=1, worker="dead:1")
     await earlier.publish(TokenEvent, text="partial")  # then that worker was killed
     await ctx["redis"].delete(lease_key("job-1"))  # its lease lapsed; this worker claimed the job
-    await generate({**ctx, "job_try": 2}, REQUEST)
+    await generate({**ctx, "config": config, "job_try": 2}, request_)
     events = await logged(ctx["redis"])
     assert [e.type for e in events[:4]] == ["started", "token", "reset", "started"]
+    assert why in events[2].reason and not events[3].continues
     assert [e.seq for e in events] == list(range(len(events)))
     assert "partial" not in events[-1].text
+
+
+async def generate_alone(ctx: dict[str, Any]) -> JobResult:
+    """The uninterrupted answer, from a job of its own."""
+    await ctx["redis"].set(claim_key("job-0"), b"1")
+    await generate({**ctx, "job_id": "job-0"}, REQUEST)
+    return JobResult.model_validate_json(await ctx["redis"].get(result_key("job-0")))
 
 
 async def test_a_job_that_already_ended_does_not_end_twice(ctx: dict[str, Any]) -> None:
