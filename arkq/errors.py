@@ -179,6 +179,20 @@ class ModelError(ArkqError):
         # Exception pickling replays `args`; spell out every field so a pickled error comes back whole.
         return (type(self), (self.kind, self.message, self.retryable, self.retry_after, self.status_code))
 
+    @classmethod
+    def from_report(cls, kind: ErrorKind, report: str, retry_after: float | None = None) -> ModelError:
+        """The error again from its report, `str(error)`, which is what a job's `error` event carries:
+        the HTTP status and the message are read back from it, `retryable` follows from the kind. A
+        report in another shape is kept whole as the message."""
+        message, status_code = report, None
+        if report.startswith(f"{kind}: "):
+            message = report.removeprefix(f"{kind}: ")
+        elif report.startswith(f"{kind} (HTTP "):
+            status, sep, rest = report.removeprefix(f"{kind} (HTTP ").partition("): ")
+            if sep and status.isdigit():
+                message, status_code = rest, int(status)
+        return cls(kind, message, retry_after=retry_after, status_code=status_code)
+
 
 # --- Jobs, as their callers see them --------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ async with Producer() as p:
         print(text, end="", flush=True)
     result = await job.result(timeout=60)
 
+An ARKOS agent runs on the queue unchanged when handed a `QueuedModelLink` instead of an `ArkModelLink`
+(`producer.link`).
+
 Importing the producer loads neither the LLM client nor arq: a web backend that only enqueues pays
 for Redis, pydantic and the contract.
 """
@@ -18,6 +21,7 @@ from arkq.errors import (
     JobFailed,
     JobLost,
     JobNotFound,
+    ModelError,
     QueueFull,
     RedisFailure,
     RedisUnavailable,
@@ -26,6 +30,7 @@ from arkq.errors import (
 )
 from arkq.messages import AIMessage, Message, SystemMessage, ToolMessage, UserMessage
 from producer.job import Job
+from producer.link import QueuedModelLink
 from producer.producer import Producer, RequestOptions
 
 __all__ = [
@@ -40,8 +45,10 @@ __all__ = [
     "JobNotFound",
     "JobResult",
     "Message",
+    "ModelError",
     "Producer",
     "QueueFull",
+    "QueuedModelLink",
     "RedisFailure",
     "RedisUnavailable",
     "RequestOptions",

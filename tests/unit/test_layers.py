@@ -6,6 +6,12 @@
 Each package may import only the layers below it (and itself); the producer never imports the worker or
 the LLM link; nothing imports the tools on top. Imports inside functions count too; imports for type
 checking only (`if TYPE_CHECKING:`) do not.
+
+A few modules are layers of their own (`NODES`), apart from their package: `arkq.errors` sits under
+everything, and `model_module.ArkModelNew`, the ARKOS import path, over both links. A module may import
+such a node when its own rules name it, or when they name its package and the node imports nothing its
+package may not (`arkq.errors` is open to whoever may import `arkq`; `model_module.ArkModelNew`, which
+imports the producer, is not open to whoever may import `model_module`).
 """
 
 from __future__ import annotations
@@ -35,11 +41,15 @@ PROJECT = (
     "bench",
     "fake_llm",
 )
+#: Modules that are layers of their own, apart from their package (with what is under them).
+NODES = ("arkq.errors", "model_module.ArkModelNew")
 ALLOWED: dict[str, set[str]] = {
     "arkq.errors": set(),
     "config_module": {"arkq.errors"},
     "arkq": {"arkq", "config_module"},
     "model_module": {"arkq", "config_module"},
+    # The ARKOS façade: agents import both links, direct and queued, from the one path they know.
+    "model_module.ArkModelNew": {"arkq", "config_module", "model_module", "producer"},
     "producer": {"arkq", "config_module"},
     "worker": {"arkq", "config_module", "model_module"},
     "gateway": {"arkq", "config_module", "producer"},
@@ -50,7 +60,20 @@ ALLOWED: dict[str, set[str]] = {
 
 
 def _layer(module: str) -> str:
-    return "arkq.errors" if module.startswith("arkq.errors") else module.split(".")[0]
+    for node in NODES:
+        if module == node or module.startswith(f"{node}."):
+            return node
+    return module.split(".")[0]
+
+
+def _may_import(own: str, name: str) -> bool:
+    layer = _layer(name)
+    if layer == own or layer in ALLOWED[own]:
+        return True
+    package = layer.split(".")[0]
+    # A node is part of its package for importers as long as it imports nothing its package may not.
+    below_its_package = ALLOWED[layer] <= ALLOWED[package] | {package}
+    return package != layer and package in ALLOWED[own] and below_its_package
 
 
 def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
@@ -91,11 +114,7 @@ def _modules() -> list[tuple[str, Path]]:
 @pytest.mark.parametrize(("module", "path"), _modules(), ids=[name for name, _ in _modules()])
 def test_imports_point_down_only(module: str, path: Path) -> None:
     own = _layer(module)
-    upward = sorted(
-        name
-        for name in _project_imports(path)
-        if _layer(name) != own and _layer(name) not in ALLOWED[own] and name.split(".")[0] not in ALLOWED[own]
-    )
+    upward = sorted(name for name in _project_imports(path) if not _may_import(own, name))
     assert not upward, f"{module} ({own}) imports {upward}; it may import only {sorted(ALLOWED[own])}"
 
 
@@ -117,6 +136,15 @@ def test_importing_the_producer_loads_no_llm_client_no_arq_and_no_tools() -> Non
     heavy |= {"bench.processes", "cli"}
     assert not loaded & heavy, f"`import producer` loads {sorted(loaded & heavy)}"
     assert {"producer", "arkq.contract", "redis"} <= loaded  # the measurement sees what it should
+
+
+def test_the_layer_rules_keep_the_arkos_facade_above_both_links() -> None:
+    assert _may_import("worker", "arkq.errors") and _may_import("config_module", "arkq.errors")
+    assert _may_import("worker", "model_module.link")
+    assert not _may_import("worker", "model_module.ArkModelNew"), "it would bring the producer in"
+    assert not _may_import("model_module", "producer") and not _may_import("producer", "model_module")
+    assert _may_import("model_module.ArkModelNew", "producer.link")
+    assert _may_import("model_module.ArkModelNew", "model_module.link")
 
 
 def test_importing_the_worker_loads_neither_the_emulator_nor_the_process_helpers() -> None:
