@@ -9,7 +9,7 @@ the log, which holds every event before any live one (the worker appends before 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing, suppress
+from contextlib import suppress
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -76,37 +76,6 @@ class OwnSubscription:
 
     async def aclose(self) -> None:
         await _close(self._heartbeat.pubsub)
-
-
-async def read_events(
-    redis: Redis,
-    job_id: str,
-    *,
-    channel_prefix: str,
-    is_pending: Callable[[], Awaitable[bool]],
-    from_seq: int = 0,
-    quiet_check_s: float = QUIET_CHECK_S,
-    retry_s: float = 30.0,
-    dead_after_s: float | None = None,
-    follow: Follow | None = None,
-) -> AsyncGenerator[Event, None]:
-    """Every event of the job from `from_seq`, each once, ending after the terminal one: the events of
-    `read_event_batches` one by one."""
-    batches = read_event_batches(
-        redis,
-        job_id,
-        channel_prefix=channel_prefix,
-        is_pending=is_pending,
-        from_seq=from_seq,
-        quiet_check_s=quiet_check_s,
-        retry_s=retry_s,
-        dead_after_s=dead_after_s,
-        follow=follow,
-    )
-    async with aclosing(batches):
-        async for batch in batches:
-            for event in batch:
-                yield event
 
 
 async def read_event_batches(

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from arkq.contract import DoneEvent, StartedEvent, TokenEvent, encode_event, parse_event
 from arkq.errors import JobLost, LeaseLost
 from arkq.keys import event_channel, event_log_key, lease_key
-from producer.events import read_events
+from producer.events import read_event_batches
 from tests.waiting import until
 from worker.publisher import EventPublisher, EventWriter
 
@@ -24,8 +24,10 @@ async def still_pending() -> bool:
 
 
 async def collect(redis: ArqRedis, job_id: str, is_pending=still_pending) -> list:
-    reader = read_events(redis, job_id, channel_prefix=PREFIX, is_pending=is_pending, quiet_check_s=0.05)
-    return [event async for event in reader]
+    reader = read_event_batches(
+        redis, job_id, channel_prefix=PREFIX, is_pending=is_pending, quiet_check_s=0.05
+    )
+    return [event async for batch in reader for event in batch]
 
 
 def log_readers(redis: ArqRedis) -> set[asyncio.Task]:

@@ -45,17 +45,22 @@ async def noop(ctx: dict) -> int:
     return 1
 
 
-async def test_a_poll_round_that_redis_fails_gives_back_the_slot_it_was_filling(
-    fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(arq_patches, "REDIS_BACKOFF", Backoff(0.0, 0.0))
-    worker = Worker(
+def arkq_worker(redis: ArqRedis) -> Worker:
+    """An arq worker with arkq's poll round, two job slots, and one trivial function."""
+    return Worker(
         functions=[func(noop, name="noop")],
-        redis_pool=fake_redis,
+        redis_pool=redis,
         max_jobs=2,
         handle_signals=False,
         ctx={arq_patches.ARKQ_WORKER: True},
     )
+
+
+async def test_a_poll_round_that_redis_fails_gives_back_the_slot_it_was_filling(
+    fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(arq_patches, "REDIS_BACKOFF", Backoff(0.0, 0.0))
+    worker = arkq_worker(fake_redis)
     await fake_redis.enqueue_job("noop")
     pipeline, failing = fake_redis.pipeline, True
 
@@ -80,13 +85,7 @@ async def test_a_poll_round_that_redis_fails_gives_back_the_slot_it_was_filling(
 
 
 async def test_a_job_this_worker_still_winds_down_is_not_started_beside_itself(fake_redis: ArqRedis) -> None:
-    worker = Worker(
-        functions=[func(noop, name="noop")],
-        redis_pool=fake_redis,
-        max_jobs=2,
-        handle_signals=False,
-        ctx={arq_patches.ARKQ_WORKER: True},
-    )
+    worker = arkq_worker(fake_redis)
     job = await fake_redis.enqueue_job("noop")
     assert job is not None
     winding_down = asyncio.get_running_loop().create_future()  # its lease lost, its run not yet over
