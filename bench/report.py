@@ -52,6 +52,10 @@ _PAIRS: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("CPU per delivered event, live, flat out", "cpu_us_per_event", None, "us"),
         ("CPU per delivered event, live, paced", "paced_cpu_us_per_event", None, "us"),
     ],
+    "agent_call": [
+        ("generate_response, short answer, p50", "queue_p50_ms", "direct_p50_ms", "ms"),
+        ("generate_response, short answer, p99", "queue_p99_ms", "direct_p99_ms", "ms"),
+    ],
 }
 
 

@@ -32,7 +32,7 @@ from bench.load import (
 )
 from bench.stack import Stack, cpu_seconds, rss_bytes
 from model_module import ArkModelLink
-from producer import Producer
+from producer import Producer, QueuedModelLink
 
 #: What one H100 serving an 8B model emits at most, tokens/s: one worker must keep up with it.
 WORKER_TARGET_TOKENS_PER_S = 30_000
@@ -64,6 +64,11 @@ class Plan:
     gateway_readers: int = 4
     gateway_tokens: int = 200
     gateway_prefill_ms: float = 1000.0
+    #: An agent's call (`generate_response`): repetitions (the median is reported), calls on each path
+    #: per repetition, and the tokens of the short answer each call gets.
+    agent_repetitions: int = 3
+    agent_calls: int = 60
+    agent_tokens: int = 8
 
 
 FULL = Plan()
@@ -83,6 +88,7 @@ QUICK = Plan(
     gateway_jobs=8,
     gateway_readers=2,
     gateway_tokens=20,
+    agent_calls=5,
 )
 
 
@@ -445,6 +451,52 @@ async def _fan_out(
     }
 
 
+async def agent_call(bench: Bench) -> Outcome:
+    """What an agent pays for its model call going through the queue: one `generate_response` of a short
+    answer on `QueuedModelLink` against the same call on `ArkModelLink` (one non-streamed request),
+    calls alternated so that both paths see the same machine, each figure the median of
+    `agent_repetitions` rounds. The queue's call is a whole job: enqueue, a worker's pickup, its stream
+    from the server, the events back and the end."""
+    plan = bench.plan
+    direct, queued = bench.link, QueuedModelLink(producer=bench.producer, max_tokens=16, temperature=0.0)
+    for path in (direct, queued):  # connections opened, code paths warm
+        await path.generate_response(_short_answer(plan.agent_tokens, "warm-up"))
+    rounds: list[dict[str, float]] = []
+    for repetition in range(plan.agent_repetitions):
+        straight, through_queue = [], []
+        for index in range(plan.agent_calls):
+            messages = _short_answer(plan.agent_tokens, f"{repetition} {index}")
+            began = time.perf_counter()
+            answer = await direct.generate_response(messages)
+            straight.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            if await queued.generate_response(messages) != answer:
+                raise RuntimeError(f"the queue answered {messages} otherwise than the direct link")
+            through_queue.append(time.perf_counter() - began)
+        direct_p50, queue_p50 = percentile(straight, 0.5), percentile(through_queue, 0.5)
+        rounds.append(
+            {
+                "direct_p50_ms": direct_p50 * 1000,
+                "queue_p50_ms": queue_p50 * 1000,
+                "added_p50_ms": (queue_p50 - direct_p50) * 1000,
+                "queue_p99_ms": percentile(through_queue, 0.99) * 1000,
+                "direct_p99_ms": percentile(straight, 0.99) * 1000,
+            }
+        )
+    figures: dict[str, Any] = {
+        name: statistics.median(r[name] for r in rounds)
+        for name in ("direct_p50_ms", "queue_p50_ms", "added_p50_ms", "direct_p99_ms", "queue_p99_ms")
+    }
+    figures.update(calls_per_round=plan.agent_calls, answer_tokens=plan.agent_tokens, rounds=rounds)
+    what = "added time of one generate_response, p50 (short answer)"
+    return Outcome(figures, [Check(what, figures["added_p50_ms"], 5.0, "ms")])
+
+
+def _short_answer(tokens: int, tag: str) -> list[dict[str, str]]:
+    """An agent's call whose answer is `tokens` tokens, at the emulator's own pace."""
+    return [{"role": "user", "content": f"[[arkq:tokens={tokens}]] a short answer, please ({tag})"}]
+
+
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 SCENARIOS: dict[str, Scenario] = {
     "emulator": emulator,
@@ -455,4 +507,5 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": memory,
     "scaling": scaling,
     "gateway": gateway,
+    "agent_call": agent_call,
 }

@@ -35,6 +35,7 @@ def test_the_quick_benchmark_runs_every_scenario_and_writes_its_results(tmp_path
         "worker peak RSS",
         "gateway added time to first token, p50",
         "gateway CPU per delivered event (live, flat out)",
+        "added time of one generate_response, p50 (short answer)",
     }
     for check in checks:
         assert math.isfinite(check["value"]) and check["met"] in (True, False)
@@ -50,4 +51,9 @@ def test_the_quick_benchmark_runs_every_scenario_and_writes_its_results(tmp_path
         assert figures["cpu_us_per_event"] >= 0 and figures["paced_cpu_us_per_event"] >= 0
         assert figures["producer_ttft_p50_ms"] > 0 and figures["gateway_ttft_p50_ms"] > 0
     assert "SSE time to first token" in ran.stdout
+    # An agent's call through the queue against the direct link: the median of three rounds.
+    agent_call = results["scenarios"]["agent_call"]["figures"]
+    assert len(agent_call["rounds"]) == 3 and agent_call["calls_per_round"] == 5
+    assert all(r["direct_p50_ms"] > 0 and r["queue_p50_ms"] > 0 for r in agent_call["rounds"])
+    assert "generate_response, short answer, p50" in ran.stdout
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
