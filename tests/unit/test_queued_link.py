@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 from arq.connections import ArqRedis
 
+from arkq.connection import connect
 from arkq.contract import ErrorEvent, ReasoningEvent, ResetEvent, ToolCallEvent
-from arkq.errors import ERROR_KINDS, ModelError
+from arkq.errors import ERROR_KINDS, ModelError, RedisUnavailable
+from bench.processes import free_port
 from config_module.loader import load_config
 from model_module import ArkModelLink, Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from producer import InvalidRequest, JobCancelled, Producer, QueuedModelLink, StreamReset
@@ -361,3 +363,27 @@ async def test_a_lent_producer_stays_open_after_aclose(producer: Producer, fake_
     async with QueuedModelLink(producer=producer) as link:
         assert link._producer() is producer
     assert await producer.redis.ping()
+
+
+async def test_a_queue_out_of_reach_is_a_connect_error(unused_port: int) -> None:
+    config = load_config({"ARK_REDIS__CONNECT_TIMEOUT_S": "0.5"})
+    nowhere = connect(config, f"redis://127.0.0.1:{unused_port}/0")
+    link = QueuedModelLink(producer=Producer(config=config, redis=nowhere))
+    with pytest.raises(ModelError) as raised:
+        await link.generate_response(HELLO)
+    await nowhere.aclose()
+    assert (raised.value.kind, raised.value.retryable) == ("connect", True)
+    assert isinstance(raised.value.__cause__, RedisUnavailable)
+
+
+def test_a_base_url_is_taken_and_said_to_be_unused(caplog: pytest.LogCaptureFixture) -> None:
+    QueuedModelLink(base_url=CONFIG.llm.base_url)  # the configured one: nothing to say
+    assert not caplog.records
+    QueuedModelLink("m", "http://elsewhere:30000/v1")
+    (record,) = caplog.records
+    assert "http://elsewhere:30000/v1" in record.getMessage() and "llm.base_url" in record.getMessage()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
