@@ -219,6 +219,8 @@ class ErrorEvent(_Event):
     kind: str
     message: str
     retryable: bool
+    #: Seconds the LLM server asked to wait before trying again (its Retry-After), when it did.
+    retry_after: float | None = None
 
 
 class CancelledEvent(_Event):
@@ -288,7 +290,9 @@ _dumps_text = json.JSONEncoder(ensure_ascii=False).encode
 class ErrorInfo(BaseModel):
     kind: str
     message: str
+    #: Whether the same request may succeed later (a caller's retry); with `retry_after`, when.
     retryable: bool = False
+    retry_after: float | None = None
 
 
 class Timings(BaseModel):

@@ -22,7 +22,7 @@ particular failure catches its class. Where a built-in meaning fits, a class is 
     │   ├── JobNotFound        Redis knows nothing of the job (also LookupError)
     │   ├── JobLost            neither queued nor running, yet it never ended (also LookupError)
     │   ├── StreamReset        the attempt being followed was voided: start over
-    │   └── JobFailed          the job ended in `error`: `kind`, `retryable`, `result`
+    │   └── JobFailed          the job ended in `error`: `kind`, `retryable`, `retry_after`, `result`
     │       └── JobCancelled   the job ended `cancelled`
     ├── LeaseLost              (worker) another attempt holds the job's lease: this one must stop
     └── JobEnds                (worker) the job ends now, without another attempt, with this error
@@ -180,10 +180,12 @@ class ModelError(ArkqError):
         return (type(self), (self.kind, self.message, self.retryable, self.retry_after, self.status_code))
 
     @classmethod
-    def from_report(cls, kind: ErrorKind, report: str, retry_after: float | None = None) -> ModelError:
+    def from_report(
+        cls, kind: ErrorKind, report: str, retry_after: float | None = None, retryable: bool | None = None
+    ) -> ModelError:
         """The error again from its report, `str(error)`, which is what a job's `error` event carries:
-        the HTTP status and the message are read back from it, `retryable` follows from the kind. A
-        report in another shape is kept whole as the message."""
+        the HTTP status and the message are read back from it; `retryable` by default follows from the
+        kind. A report in another shape is kept whole as the message."""
         message, status_code = report, None
         if report.startswith(f"{kind}: "):
             message = report.removeprefix(f"{kind}: ")
@@ -191,7 +193,7 @@ class ModelError(ArkqError):
             status, sep, rest = report.removeprefix(f"{kind} (HTTP ").partition("): ")
             if sep and status.isdigit():
                 message, status_code = rest, int(status)
-        return cls(kind, message, retry_after=retry_after, status_code=status_code)
+        return cls(kind, message, retryable=retryable, retry_after=retry_after, status_code=status_code)
 
 
 # --- Jobs, as their callers see them --------------------------------------------------------------------
@@ -241,6 +243,11 @@ class JobFailed(JobError):
     def retryable(self) -> bool:
         return bool(self.result.error and self.result.error.retryable)
 
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the server asked to wait before trying again (its `Retry-After`), if it did."""
+        return self.result.error.retry_after if self.result.error else None
+
 
 class JobCancelled(JobFailed):
     """The job was cancelled (`job.cancel()`, `arkq cancel`)."""
@@ -255,9 +262,18 @@ class LeaseLost(ArkqError):
 
 
 class JobEnds(ArkqError):
-    """The job ends now, without (another) attempt, with this error (`kind`, `message`)."""
+    """The job ends now, without (another) attempt, with this error (`kind`, `message`; from an LLM
+    call's `ModelError`, whether a caller may try again and when)."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, *, retryable: bool = False, retry_after: float | None = None):
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    @classmethod
+    def of(cls, error: ModelError, message: str | None = None) -> JobEnds:
+        """The job ends with the LLM call's error (`message`: its report, by default `str(error)`)."""
+        report = str(error) if message is None else message
+        return cls(error.kind, report, retryable=error.retryable, retry_after=error.retry_after)

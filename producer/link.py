@@ -91,12 +91,15 @@ _NOT_THROUGH_THE_QUEUE = {
 _SAMPLING_OPTIONS = frozenset(RequestOptions.__optional_keys__) - {"json_object"}
 
 
-def model_error_of_job(kind: str, message: str) -> ModelError:
+def model_error_of_job(event: ErrorEvent) -> ModelError:
     """The `ModelError` that a job's `error` event stands for: for an LLM call's failure, the same kind,
-    HTTP status and `retryable` as the direct link's error (the event carries its report); for the
-    worker's own kinds, the nearest (`WORKER_ERROR_KINDS`)."""
+    HTTP status, `retryable` and `retry_after` as the direct link's error (the event carries its report
+    and the last two); for the worker's own kinds, the nearest (`WORKER_ERROR_KINDS`)."""
+    kind, message = event.kind, event.message
     if kind in ERROR_KINDS:
-        return ModelError.from_report(cast(ErrorKind, kind), message)
+        return ModelError.from_report(
+            cast(ErrorKind, kind), message, retry_after=event.retry_after, retryable=event.retryable
+        )
     model_kind, retryable = WORKER_ERROR_KINDS.get(kind, ("server_error", False))
     return ModelError(model_kind, f"{kind}: {message}", retryable=retryable)
 
@@ -357,7 +360,7 @@ class QueuedModelLink:
                 async for event in events:
                     if isinstance(event, ErrorEvent):
                         ended = True
-                        raise model_error_of_job(event.kind, event.message)
+                        raise model_error_of_job(event)
                     if isinstance(event, CancelledEvent):
                         ended = True
                         await job.result(timeout=None)  # raises JobCancelled, with the stored result

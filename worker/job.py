@@ -242,7 +242,14 @@ class GenerationJob:
                 finish = await self._attempts(request)
         except JobEnds as ended:
             if ended.kind != CANCELLED:
-                return self.failed(ErrorInfo(kind=ended.kind, message=ended.message))
+                return self.failed(
+                    ErrorInfo(
+                        kind=ended.kind,
+                        message=ended.message,
+                        retryable=ended.retryable,
+                        retry_after=ended.retry_after,
+                    )
+                )
             if self.publisher.attempts:  # an earlier attempt's worker died; its request may run on
                 await self.link.abort(self.rid)
             return self.new_result("cancelled")
@@ -280,7 +287,7 @@ class GenerationJob:
             return
         if last_error is None:
             raise JobEnds("max_tries", f"gave up after {limit} attempts (worker.max_tries)")
-        raise JobEnds(last_error.kind, f"{last_error} (after {self.publisher.attempts} attempts)")
+        raise JobEnds.of(last_error, f"{last_error} (after {self.publisher.attempts} attempts)")
 
     async def _attempts(self, request: GenerationRequest) -> Finish:
         """Attempts on this worker. The link retries whatever fails before any output, within the job's
@@ -333,9 +340,9 @@ class GenerationJob:
                     last_error = None
                     continue
                 if not error.retryable:
-                    raise JobEnds(error.kind, str(error)) from error
+                    raise JobEnds.of(error) from error
                 if nothing_new:  # nothing streamed: the link spent the budget
-                    raise JobEnds(error.kind, f"{error} (after {budget.sent} requests)") from error
+                    raise JobEnds.of(error, f"{error} (after {budget.sent} requests)") from error
                 last_error = error
 
     def _carry_on(self, request: GenerationRequest) -> Continuation | str:

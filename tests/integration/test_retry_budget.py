@@ -69,6 +69,8 @@ async def test_retry_after_is_honoured_and_the_budget_holds(
     assert requests_at(own_llm) == 3
     assert failed.kind == "server_error" and "after 3 requests" in str(failed)
     assert "queue is full" in str(failed)  # the server's own words reach the caller
+    # The caller hears what the server said: try again, after a second.
+    assert failed.retryable and failed.retry_after == 1
 
 
 async def test_a_retry_after_beyond_the_cap_is_cut_to_it(
@@ -79,15 +81,17 @@ async def test_a_retry_after_beyond_the_cap_is_cut_to_it(
     failed = await failed_job(producer, "status=429 retry_after=3600 times=1000")
     assert requests_at(own_llm) == 3
     assert failed.kind == "rate_limit" and "after 3 requests" in str(failed)
+    assert failed.retryable and failed.retry_after == 3600  # the server's word, not the cap
 
 
 async def test_only_a_stream_that_broke_after_output_starts_a_new_attempt(
     fleet: WorkerFleet, producer: Producer, redis_url: str, own_llm: str
 ) -> None:
-    """A stream cut after its first tokens is output lost: a new attempt, one request each, up to
-    worker.max_tries; those requests do not spend the budget for failures before output."""
+    """A stream cut after its first tokens is output lost: a new attempt (continuing the answer), one
+    request each, up to worker.max_tries; those requests do not spend the budget for failures before
+    output. (The answer is long enough that every continuation streams some of it before its cut.)"""
     workers(fleet, redis_url, own_llm)
-    job = await producer.enqueue([{"role": "user", "content": "x [[arkq:cut_after=2 tokens=6 times=1000]]"}])
+    job = await producer.enqueue([{"role": "user", "content": "x [[arkq:cut_after=2 tokens=60 times=1000]]"}])
     with pytest.raises(JobFailed) as failed:
         await job.result(timeout=60)
     events = [event async for event in producer.job(job.id).events()]

@@ -251,21 +251,38 @@ def test_a_jobs_error_report_gives_back_the_direct_links_model_error(
     kind: str, status_code: int | None
 ) -> None:
     original = ModelError(kind, "the server said no (after 4 requests)", status_code=status_code)  # type: ignore[arg-type]
-    again = model_error_of_job(kind, str(original))
+    again = model_error_of_job(error_event(kind, str(original), original.retryable))
     assert repr(again) == repr(original)
+
+
+def test_a_jobs_error_carries_back_retryable_and_retry_after_as_the_worker_saw_them() -> None:
+    # A 2xx the server garbled: a server_error that trying again will not mend; a 429 with Retry-After.
+    garbled = ModelError("server_error", "malformed response: no choices", retryable=False)
+    assert model_error_of_job(error_event("server_error", str(garbled), False)).retryable is False
+    limited = ModelError("rate_limit", "slow down", retry_after=7.0, status_code=429)
+    again = model_error_of_job(error_event("rate_limit", str(limited), True, retry_after=7.0))
+    assert repr(again) == repr(limited) and again.retry_after == 7.0
+
+
+def error_event(
+    kind: str, message: str, retryable: bool = False, retry_after: float | None = None
+) -> ErrorEvent:
+    return ErrorEvent(
+        job_id="j", seq=3, kind=kind, message=message, retryable=retryable, retry_after=retry_after
+    )
 
 
 @pytest.mark.parametrize(("kind", "expected"), sorted(WORKER_ERROR_KINDS.items()))
 def test_the_workers_own_error_kinds_map_to_the_nearest_model_error(
     kind: str, expected: tuple[str, bool]
 ) -> None:
-    error = model_error_of_job(kind, "what happened")
+    error = model_error_of_job(error_event(kind, "what happened"))
     assert (error.kind, error.retryable) == expected
     assert kind in error.message and "what happened" in error.message
 
 
 def test_an_unknown_job_error_kind_is_a_server_error_not_retried() -> None:
-    error = model_error_of_job("something_new", "what happened")
+    error = model_error_of_job(error_event("something_new", "what happened"))
     assert (error.kind, error.retryable) == ("server_error", False)
 
 
