@@ -24,16 +24,16 @@ import math
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, suppress
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import httpx2
 import openai
 from openai import AsyncAPIResponse, AsyncOpenAI, DefaultAioHttpClient
 from pydantic import SecretStr
 
+from arkq.link_calls import LinkCalls, MessageLike
 from arkq.loop_bound import Close, Keeper, close_with_loop, release
-from arkq.messages import Message, format_messages
+from arkq.messages import format_messages
 from config_module import loader as _config_loader
 from model_module.errors import (
     BODY_PREVIEW_BYTES,
@@ -42,13 +42,12 @@ from model_module.errors import (
     from_openai_error,
     stream_incomplete,
 )
-from model_module.events import Finish, StreamEvent, TextDelta
+from model_module.events import Finish, StreamEvent
 from model_module.retry import RequestBudget, RetryPolicy
 from model_module.sse import ChunkDecoder
 
 logger = logging.getLogger(__name__)
 
-MessageLike = Message | Mapping[str, Any]
 _T = TypeVar("_T")
 
 #: After `[DONE]`, how long to wait for the end of the HTTP body so the connection can be reused. A
@@ -93,7 +92,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class ArkModelLink:
+class ArkModelLink(LinkCalls):
     """A connection to one OpenAI-compatible chat model, with arkq's error and retry policy.
 
     Every argument left as None takes its value from `config.llm` when the link is built. Use it as
@@ -195,17 +194,6 @@ class ArkModelLink:
             self._client, self._client_loop, self._keeper = None, None, None
         if client is not None:
             await client.close()  # a no-op if its loop's shutdown has closed it
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -411,32 +399,6 @@ class ArkModelLink:
         message = choices[0].get("message") if isinstance(choices[0], dict) else None
         content = message.get("content") if isinstance(message, dict) else None
         return content if isinstance(content, str) else ""
-
-    async def generate_stream(self, messages: Sequence[MessageLike]) -> AsyncGenerator[str, None]:
-        """The answer's text as it is generated (reasoning and tool calls left out)."""
-        async with aclosing(self._text_stream(messages, None)) as texts:
-            async for text in texts:
-                yield text
-
-    async def _text_stream(
-        self, messages: Sequence[MessageLike], json_schema: Mapping[str, Any] | None
-    ) -> AsyncGenerator[str, None]:
-        # aclosing: a consumer that stops early closes the HTTP stream now, not whenever GC runs.
-        async with aclosing(self.stream(messages, json_schema)) as events:
-            async for event in events:
-                if type(event) is TextDelta:
-                    yield event.text
-
-    async def make_llm_call(
-        self,
-        messages: Sequence[MessageLike],
-        json_schema: Mapping[str, Any] | None,
-        stream: bool = False,
-    ) -> str | AsyncIterator[str]:
-        """The ARKOS low-level call: the answer text, or with `stream=True` an iterator of its pieces."""
-        if stream:
-            return self._text_stream(messages, json_schema)
-        return await self.generate_response(messages, json_schema)
 
 
 def _closer(client: AsyncOpenAI) -> Close:

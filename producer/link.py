@@ -26,11 +26,10 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -60,8 +59,9 @@ from arkq.errors import (
     RedisUnavailable,
     StreamReset,
 )
+from arkq.link_calls import LinkCalls, MessageLike
 from arkq.loop_bound import Keeper, close_with_loop, release
-from arkq.messages import Message, format_messages
+from arkq.messages import format_messages
 from arkq.stream_events import Finish, ReasoningDelta, StreamEvent, TextDelta, ToolCallDelta
 from config_module import loader
 from config_module.settings import ArkConfig
@@ -70,7 +70,6 @@ from producer.producer import Producer, RequestOptions
 
 logger = logging.getLogger(__name__)
 
-MessageLike = Message | Mapping[str, Any]
 
 #: A job's error kinds that are not an LLM call's but the worker's own, each as the `ModelError` kind of
 #: the direct link's nearest failure, and whether the same call may succeed later.
@@ -127,7 +126,7 @@ class _OwnProducer:
     keeper: Keeper
 
 
-class QueuedModelLink:
+class QueuedModelLink(LinkCalls):
     """`ArkModelLink`'s API with every call run as a job on the queue (see the module's docstring).
 
     `model_name`, `max_tokens` and `temperature` are what each job asks for, from `config.llm` when left
@@ -200,17 +199,6 @@ class QueuedModelLink:
         if own is not None:
             release(own.keeper)
             await own.redis.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- calls --------------------------------------------------------------------------------------
 
@@ -286,32 +274,6 @@ class QueuedModelLink:
                     ) from StreamReset(job.id, event.reason)
                 elif isinstance(event, DoneEvent):
                     yield Finish(event.finish_reason, event.usage)
-
-    async def generate_stream(self, messages: Sequence[MessageLike]) -> AsyncGenerator[str, None]:
-        """The answer's text as it is generated (reasoning and tool calls left out)."""
-        async with aclosing(self._text_stream(messages, None)) as texts:
-            async for text in texts:
-                yield text
-
-    async def _text_stream(
-        self, messages: Sequence[MessageLike], json_schema: Mapping[str, Any] | None
-    ) -> AsyncGenerator[str, None]:
-        # aclosing: a consumer that stops early cancels the job now, not whenever GC runs.
-        async with aclosing(self.stream(messages, json_schema)) as events:
-            async for event in events:
-                if type(event) is TextDelta:
-                    yield event.text
-
-    async def make_llm_call(
-        self,
-        messages: Sequence[MessageLike],
-        json_schema: Mapping[str, Any] | None,
-        stream: bool = False,
-    ) -> str | AsyncIterator[str]:
-        """The ARKOS low-level call: the answer text, or with `stream=True` an iterator of its pieces."""
-        if stream:
-            return self._text_stream(messages, json_schema)
-        return await self.generate_response(messages, json_schema)
 
     # -- one job ------------------------------------------------------------------------------------
 
