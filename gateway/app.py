@@ -3,7 +3,7 @@
 Every request runs against Redis only (the producer's calls, bounded by `redis.connect_timeout_s`), so
 gateway processes hold no state of their own and any of them can serve any job or resume any stream.
 One Redis pool per process, bounded (`gateway.max_redis_connections`), serves commands and log reads;
-live events come through the process's one shared subscription (`gateway.hub`).
+live events come through the producer's one shared subscription (`producer.hub`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from gateway import streams
 from gateway.auth import Keys
 from gateway.chat import ChatCall, completion, parse_chat_request
 from gateway.errors import ApiError, api_error, not_found_job
-from gateway.hub import Hub
 from producer import Job, Producer
 
 #: The name a gateway's Redis connections carry (`CLIENT SETNAME`).
@@ -40,7 +39,8 @@ JOB_ID_HEADER = "X-Arkq-Job-Id"
 
 
 class Gateway:
-    """What the routes share: the configuration, the keys, the producer and the hub."""
+    """What the routes share: the configuration, the keys and the producer (whose jobs' readers share
+    one subscription)."""
 
     def __init__(self, config: ArkConfig, redis_url: str | None = None):
         self.config = config
@@ -49,7 +49,6 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.redis: Redis
         self.producer: Producer
-        self.hub: Hub
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -63,12 +62,10 @@ class Gateway:
         )
         self.redis = Redis(connection_pool=pool)
         self.producer = Producer(config=self.config, redis=self.redis)
-        self.hub = Hub(self.redis, dead_after_s=self.config.redis.dead_after_s)
-        self.hub.start()
         try:
             yield
         finally:
-            await self.hub.aclose()
+            await self.producer.aclose()  # its shared subscription; the Redis client is closed below
             for task in tuple(self._tasks):
                 await task
             await self.redis.aclose()

@@ -1,5 +1,6 @@
 """A job's events as HTTP streams: OpenAI's chunk stream for chat completions, and the resumable
-event stream of the jobs API, both read in batches (`Job.event_batches`) through the process's shared hub."""
+event stream of the jobs API, both read in batches (`Job.event_batches`) through the producer's
+shared subscription."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ async def wait_for_result(
     asked to)."""
 
     async def ended() -> JobResult:
-        async for event in job.events(live=gateway.hub.follow):
+        async for event in job.events():
             if event.type in TERMINAL_EVENT_TYPES:
                 break
         result = await job.fetch_result()
@@ -110,7 +111,7 @@ def chat_stream(
         finished = False
         sent = False
         try:
-            async for batch in job.event_batches(live=gateway.hub.follow):
+            async for batch in job.event_batches():
                 frames: list[bytes] = []
                 for event in batch:
                     if event.type == "reset" and sent:
@@ -159,7 +160,7 @@ def event_stream(
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            async for batch in job.event_batches(from_seq=from_seq, live=gateway.hub.follow):
+            async for batch in job.event_batches(from_seq=from_seq):
                 yield b"".join(sse_frame(encode_event(e), event=e.type, id=e.seq) for e in batch)
         except ArkqError as error:
             # Not an arkq event: the stream cannot go on (the job was lost, Redis is gone). A client

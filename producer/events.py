@@ -44,7 +44,7 @@ class LiveFeed(Protocol):
 
 
 #: Opens a `LiveFeed` on a channel: by default a subscription of the reader's own; a process with many
-#: readers shares one (`gateway.hub`).
+#: readers shares one (`producer.hub`: the jobs of one `Producer` share its).
 Follow = Callable[[str], Awaitable[LiveFeed]]
 
 

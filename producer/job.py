@@ -37,10 +37,12 @@ class JobState:
 class Job:
     """Cheap to make (`Producer.job(job_id)`); every method asks Redis afresh."""
 
-    def __init__(self, redis: Redis, job_id: str, *, config: ArkConfig):
+    def __init__(self, redis: Redis, job_id: str, *, config: ArkConfig, follow: Follow | None = None):
         self.id = job_id
         self._redis = redis
         self._config = config
+        #: How its readers follow the live channel: its producer's shared subscription, or their own.
+        self._follow = follow
         self._answer_within = config.redis.connect_timeout_s
 
     def __repr__(self) -> str:
@@ -105,7 +107,7 @@ class Job:
             is_pending=partial(lease.is_held, self._redis, self.id),
             from_seq=from_seq,
             retry_s=self._config.redis.retry_s,
-            follow=live,
+            follow=self._follow if live is None else live,
         )
         # aclosing: a caller that stops early gives the pub/sub connection back now, not at GC.
         async with aclosing(reader) as batches:

@@ -21,6 +21,8 @@ from config_module import loader
 from config_module.settings import ArkConfig
 from producer.deadline import redis_answers_within
 from producer.enqueue import Owner, enqueue_generation
+from producer.events import LiveFeed
+from producer.hub import Hub
 from producer.job import Job
 
 #: Job IDs become parts of Redis keys and channel names: keep them printable and bounded.
@@ -45,6 +47,10 @@ class Producer:
     Settings come from the configuration (`config.yaml`, `ARK_*`); `redis_url` replaces `redis.url`, and
     `redis` lends an existing client (any `redis.asyncio.Redis`, e.g. over fakeredis), which the producer
     then does not close.
+
+    Its jobs' readers share one subscription (`producer.hub`, opened by the first reader): following
+    any number of jobs at once costs one Redis connection, and following one costs no connection's
+    set-up.
     """
 
     def __init__(
@@ -58,6 +64,7 @@ class Producer:
         self._redis_url = redis_url
         self._redis = redis
         self._owns_redis = redis is None
+        self._hub: Hub | None = None
 
     async def __aenter__(self) -> Self:
         if self._redis is None:
@@ -77,6 +84,9 @@ class Producer:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._hub is not None:
+            hub, self._hub = self._hub, None
+            await hub.aclose()
         if self._owns_redis and self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -89,7 +99,17 @@ class Producer:
 
     def job(self, job_id: str) -> Job:
         """A handle on an existing job."""
-        return Job(self.redis, job_id, config=self.config)
+        return Job(self.redis, job_id, config=self.config, follow=self.follow)
+
+    async def follow(self, channel: str) -> LiveFeed:
+        """A job's live channel, through the producer's shared subscription (opened on first use)."""
+        if self._hub is None:
+            redis = self.config.redis
+            self._hub = Hub(
+                self.redis, dead_after_s=redis.dead_after_s, connect_wait_s=redis.connect_timeout_s
+            )
+            self._hub.start()
+        return await self._hub.follow(channel)
 
     def build_request(
         self,

@@ -14,8 +14,8 @@ import redis.asyncio
 
 from arkq.contract import TokenEvent, encode_event
 from gateway.app import REDIS_CLIENT_NAME
-from gateway.hub import Hub
 from producer import Producer
+from producer.hub import Hub
 from tests.servers import WorkerFleet, ark_env, start_gateway
 
 JOBS = 500
@@ -125,7 +125,7 @@ async def test_a_reader_that_comes_while_the_hub_subscribes_gets_live_events(red
     """The hub subscribes every followed channel when it connects; a channel first followed while that
     SUBSCRIBE is on its way is subscribed right after, not left to the log's quiet checks."""
     client = redis.asyncio.Redis.from_url(redis_url)
-    hub = Hub(client, dead_after_s=30)
+    hub = Hub(client, dead_after_s=30, connect_wait_s=5)
     hub.start()
     try:
         await asyncio.sleep(0)  # the hub is connecting and subscribing: it is not connected yet

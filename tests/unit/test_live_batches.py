@@ -11,9 +11,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from arkq.contract import DoneEvent, Event, TokenEvent, encode_event
 from arkq.keys import event_log_key
-from gateway import hub as hub_module
-from gateway.hub import Feed, Hub
+from producer import hub as hub_module
 from producer.events import LiveFeed, read_event_batches
+from producer.hub import Feed, Hub
 
 PREFIX = "ark:tokens:"
 
@@ -86,7 +86,7 @@ async def test_a_gap_among_the_waiting_events_goes_back_to_the_log(fake_redis: A
 
 
 async def test_a_feed_hands_out_what_waits_up_to_a_broken_connection(fake_redis: ArqRedis) -> None:
-    feed = Feed(Hub(fake_redis, dead_after_s=5), b"ark:tokens:j")
+    feed = Feed(Hub(fake_redis, dead_after_s=5, connect_wait_s=1), b"ark:tokens:j")
     for event in (token(0), token(1), token(2), None, token(3)):
         feed.deliver(event)
     assert await feed.next_event(timeout=1) == token(0)
@@ -102,7 +102,7 @@ async def test_a_reader_too_far_behind_is_sent_back_to_the_log(
     fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hub_module, "READER_BACKLOG", 3)
-    feed = Feed(Hub(fake_redis, dead_after_s=5), b"ark:tokens:j")
+    feed = Feed(Hub(fake_redis, dead_after_s=5, connect_wait_s=1), b"ark:tokens:j")
     for seq in range(4):
         feed.deliver(token(seq))
     assert feed.waiting() == []

@@ -1,10 +1,11 @@
-"""Live events for every reader in the process over one Redis connection.
+"""Live events for every reader of a producer over one Redis connection.
 
-A gateway carries thousands of event streams at once. One pub/sub connection per reader would cost
-Redis (and the process) a connection each; instead one subscribed connection carries every channel
-that some local reader follows, reads each message once, and hands the event to that channel's
-readers, each of which takes all that waits for it in one go (one write to its client). The first
-reader of a channel subscribes it, the last one to leave unsubscribes it.
+A gateway carries thousands of event streams at once, a web backend or an agent's link follows a job
+for every call. One pub/sub connection per reader would cost Redis (and the process) a connection
+each, and every call a connection's set-up; instead one subscribed connection carries every channel
+that some reader of the producer follows, reads each message once, and hands the event to that
+channel's readers, each of which takes all that waits for it in one go (one write, for a relay). The
+first reader of a channel subscribes it, the last one to leave unsubscribes it.
 
 Pub/sub is at-most-once, and the hub does not pretend otherwise: when its connection breaks (a Redis
 restart, a dead peer found by its heartbeat), every reader is told, by the same `ConnectionError` a
@@ -81,11 +82,12 @@ class Feed:
 
 
 class Hub:
-    """The process's shared subscription. `await hub.follow(channel)` gives a `Feed`."""
+    """A producer's shared subscription. `await hub.follow(channel)` gives a `Feed`."""
 
-    def __init__(self, redis: Redis, *, dead_after_s: float):
+    def __init__(self, redis: Redis, *, dead_after_s: float, connect_wait_s: float):
         self._redis = redis
         self._dead_after_s = dead_after_s
+        self._connect_wait_s = connect_wait_s
         self._feeds: dict[bytes, set[Feed]] = {}
         self._heartbeat: Heartbeat | None = None
         self._connected = asyncio.Event()
@@ -96,24 +98,39 @@ class Hub:
         return len(self._feeds)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="arkq-gateway-hub")
+        self._task = asyncio.create_task(self._run(), name="arkq-events-hub")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Cancelled again until it ends: a cancel that lands as a message arrives can be lost inside a
+        # client's own timeout handling (asyncio.wait_for on Python 3.11), and the loop would go on.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
 
     async def follow(self, channel: str) -> Feed:
-        """A feed of `channel`'s messages from now on (subscribing it if no local reader follows it)."""
+        """A feed of `channel`'s messages from now on (subscribing it if no local reader follows it).
+
+        A reader subscribes before it reads the log: so the first reader of a channel waits, up to
+        `connect_wait_s`, for the hub's connection (just opened, or coming back) and subscribes on it.
+        Past that wait, the hub subscribes it on connecting, and the reader's quiet checks of the log
+        carry it meanwhile."""
         key = channel.encode()
         feed = Feed(self, key)
         readers = self._feeds.setdefault(key, set())
         readers.add(feed)
-        if len(readers) == 1 and self._heartbeat is not None and self._connected.is_set():
-            # On failure, the dispatch loop finds the connection broken, and subscribes it on reconnecting.
-            with contextlib.suppress(RedisError):
-                await self._heartbeat.pubsub.subscribe(key)
+        if len(readers) == 1:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._connect_wait_s):
+                    await self._connected.wait()
+            if self._heartbeat is not None and self._connected.is_set():
+                # On failure, the dispatch loop finds the connection broken and subscribes on reconnecting.
+                with contextlib.suppress(RedisError):
+                    await self._heartbeat.pubsub.subscribe(key)
         return feed
 
     async def leave(self, feed: Feed) -> None:
@@ -133,7 +150,7 @@ class Hub:
             pubsub = self._redis.pubsub()
             try:
                 # A channel of its own keeps the connection subscribed while no reader follows any job.
-                channels = {b"ark:gateway:hub", *self._feeds}
+                channels = {b"ark:hub", *self._feeds}
                 await pubsub.subscribe(*channels)
                 self._heartbeat = Heartbeat(pubsub, self._dead_after_s)
                 self._connected.set()
