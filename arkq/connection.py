@@ -155,11 +155,12 @@ def connect(config: ArkConfig, url: str | None = None, *, retry_s: float | None 
     try:
         client: Redis = Redis.from_url(options.url, **options.client_kwargs())
     except ValueError as error:
-        raise ConfigError(f"redis.url {_without_password(options.url)!r}: {error}") from None
+        raise ConfigError(f"redis.url {redacted(options.url)!r}: {error}") from None
     return client
 
 
-def _without_password(url: str) -> str:
+def redacted(url: str) -> str:
+    """`url` with its password, if any, replaced by ***: fit for logs and messages."""
     parts = urlsplit(url)
     if parts.password is None:
         return url

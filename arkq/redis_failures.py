@@ -17,6 +17,7 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
 )
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arkq.errors import (
     RedisBusy,
@@ -73,7 +74,8 @@ def name_failure(error: BaseException, *, job_id: str | None = None) -> RedisFai
     if isinstance(error, ResponseError):
         return RedisRefused(f"Redis refused the call: {said}", reply=said, job_id=job_id)
     if isinstance(error, RedisError | OSError):  # no connection, or no answer in time
-        message = f"Redis did not answer: {said}"
+        unanswered = isinstance(error, TimeoutError | RedisTimeoutError)
+        message = f"Redis did not answer: {said}" if unanswered else f"cannot reach Redis: {said}"
         if job_id is not None:
             message += (
                 f". Job {job_id} may still have been queued: enqueue it again with "

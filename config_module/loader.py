@@ -11,6 +11,7 @@ key's name, because a worker that silently ignores `ARK_WORKER__MAX_JOBZ` is wor
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +29,7 @@ from pydantic_settings import (
 from arkq.errors import ConfigError
 from config_module.settings import ArkConfig
 
-__all__ = ["ConfigError", "config_path", "load_config", "unknown_env_keys"]
+__all__ = ["ConfigError", "config_path", "load_config", "setting_env_names", "unknown_env_keys"]
 
 ENV_PREFIX = "ARK_"
 ENV_NESTED_DELIMITER = "__"
@@ -48,22 +49,38 @@ def config_path(environ: Mapping[str, str]) -> Path | None:
 
 def unknown_env_keys(environ: Mapping[str, str]) -> list[str]:
     """`ARK_*` variables that name no setting: pydantic-settings would ignore them without a word."""
-    unknown = []
-    for name in environ:
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_PATH_ENV:
-            continue
-        node: type[BaseModel] | None = ArkConfig
-        for part in name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER):
-            field = node.model_fields.get(part) if node is not None else None
-            if field is None:
-                unknown.append(name)
-                break
-            annotation = field.annotation
-            node = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    known = {name.upper() for name in setting_env_names()}
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX) and name != CONFIG_PATH_ENV and name not in known
+    )
+
+
+def setting_env_names(model: type[BaseModel] = ArkConfig, prefix: str = ENV_PREFIX) -> list[str]:
+    """Every setting's environment variable (`ARK_REDIS__URL`, ...)."""
+    names = []
+    for field_name, field in model.model_fields.items():
+        annotation = field.annotation
+        name = prefix + field_name.upper()
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += setting_env_names(annotation, name + ENV_NESTED_DELIMITER)
         else:
-            if node is not None:
-                unknown.append(name)  # names a whole section, not a setting
-    return sorted(unknown)
+            names.append(name)
+    return names
+
+
+def _unknown_env_message(unknown: list[str]) -> str:
+    """Each unknown name, with the setting it most likely meant (`ARK_REDIS_URL`: `ARK_REDIS__URL`)."""
+    candidates = setting_env_names()
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.upper(), candidates, n=1, cutoff=0.75)
+        named.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return (
+        f"unknown setting(s) in the environment: {', '.join(named)}. Settings are ARK_<SECTION>__<NAME>, "
+        "two underscores between section and name (config.yaml lists them)"
+    )
 
 
 class _MappingEnvSource(EnvSettingsSource):
@@ -104,11 +121,20 @@ def _settings_class(environ: Mapping[str, str], yaml_path: Path | None) -> type[
     return ArkSettings
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, environ: Mapping[str, str], yaml_path: Path | None) -> str:
+    """One line per bad value: its setting, what is wrong, and where it came from (the environment
+    variable, or the YAML file), which is where it must be fixed."""
+    in_environment = {name.upper() for name in environ}
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+        loc = [str(part) for part in item["loc"]]
+        key = ".".join(loc) or "(top level)"
+        variable = ENV_PREFIX + ENV_NESTED_DELIMITER.join(loc).upper()
+        if variable in in_environment:
+            source = f"from the environment: {variable}"
+        else:
+            source = f"from {yaml_path}" if yaml_path is not None else "a default"
+        lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r}, {source})")
     return "\n".join(lines)
 
 
@@ -117,14 +143,13 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> A
     environ = os.environ if environ is None else environ
     unknown = unknown_env_keys(environ)
     if unknown:
-        raise ConfigError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
+        raise ConfigError(_unknown_env_message(unknown))
     path = config_path(environ)
     settings_cls = _settings_class(environ, path)
     try:
         loaded = settings_cls(**overrides)
     except ValidationError as error:
-        source = f" (YAML: {path})" if path else ""
-        raise ConfigError(f"invalid configuration{source}:\n{_describe(error)}") from None
+        raise ConfigError(f"invalid configuration:\n{_describe(error, environ, path)}") from None
     except (OSError, ValueError, TypeError) as error:
         raise ConfigError(f"cannot read configuration {path}: {error}") from None
     return ArkConfig.model_validate(loaded.model_dump())

@@ -34,7 +34,8 @@ async def redis_answers_within(
             yield
     except TimeoutError as error:
         await _drop_idle_connections(redis)
-        raise name_failure(TimeoutError(f"no answer within {seconds} s"), job_id=enqueueing) from error
+        unanswered = TimeoutError(f"no answer from {where(redis)} within {seconds} s")
+        raise name_failure(unanswered, job_id=enqueueing) from error
     except (RedisError, OSError) as error:
         raise name_failure(error, job_id=enqueueing) from error
 
@@ -43,3 +44,11 @@ async def _drop_idle_connections(redis: Redis) -> None:
     with suppress(RedisError, OSError, TimeoutError):
         async with asyncio.timeout(DROP_IDLE_S):
             await redis.connection_pool.disconnect(inuse_connections=False)
+
+
+def where(redis: Redis) -> str:
+    """The server a client talks to, as a person names it: `host:port`, or the Unix socket's path."""
+    kwargs = redis.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"

@@ -11,10 +11,10 @@ from typing import Any, Literal, Self, TypedDict, Unpack
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from arkq.connection import connect
+from arkq.connection import connect, redacted
 from arkq.contract import GenerationRequest, describe_validation_error
 from arkq.envelope import serialize
-from arkq.errors import InvalidRequest
+from arkq.errors import InvalidRequest, RedisUnavailable
 from arkq.keys import ARQ_JOB_EXPIRES_EXTRA_MS
 from arkq.messages import Message
 from config_module import loader
@@ -68,14 +68,18 @@ class Producer:
 
     async def __aenter__(self) -> Self:
         if self._redis is None:
-            redis = connect(self.config, self._redis_url)
+            # The first answer is asked by a client that does not retry: a refused connection or an
+            # unknown host fails at once, not after redis.connect_timeout_s of trying again.
+            probe = connect(self.config, self._redis_url, retry_s=0)
             try:
-                async with redis_answers_within(redis, self.config.redis.connect_timeout_s):
-                    await redis.ping()
-            except BaseException:
-                await redis.aclose()
-                raise
-            self._redis = redis
+                async with redis_answers_within(probe, self.config.redis.connect_timeout_s):
+                    await probe.ping()
+            except RedisUnavailable as failure:
+                url = redacted(self._redis_url or self.config.redis.url)
+                raise RedisUnavailable(f"{failure} (redis.url is {url})") from failure
+            finally:
+                await probe.aclose()
+            self._redis = connect(self.config, self._redis_url)
         return self
 
     async def __aexit__(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,7 @@ CODES = {
 }
 #: What Redis's own words look like in the line, by failure.
 SAID = {
-    "unreachable": "Redis did not answer",
+    "unreachable": "cannot reach Redis",
     "out_of_memory": "OOM",
     "read_only": "READONLY",
     "no_permission": "NOPERM",
@@ -212,7 +213,7 @@ def test_worker_waits_out_a_redis_out_of_memory_and_runs_the_job(
 def test_debug_adds_the_traceback() -> None:
     ran = arkq(f"redis://127.0.0.1:{free_port()}/0", "--debug", "result", "some-job")
     assert ran.returncode == exit_codes.REDIS_UNREACHABLE
-    assert "Traceback" in ran.stderr and ran.stderr.splitlines()[-1].startswith("arkq: Redis did not answer")
+    assert "Traceback" in ran.stderr and ran.stderr.splitlines()[-1].startswith("arkq: cannot reach Redis")
 
 
 async def test_a_timed_out_enqueue_may_have_happened_and_retrying_it_runs_once(tmp_path: Path) -> None:
@@ -245,3 +246,22 @@ async def test_a_timed_out_enqueue_may_have_happened_and_retrying_it_runs_once(t
         proxy.stop()
         admin.close()
         process.stop()
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [("127.0.0.1", "Connect call failed"), ("nohost.invalid", "Name or service not known")],
+)
+def test_a_refused_connection_or_an_unknown_host_fails_at_once_naming_the_url(host: str, reason: str) -> None:
+    port = free_port() if host == "127.0.0.1" else 6379
+    url = f"redis://:secret@{host}:{port}/0"
+    env = ark_env(url, "http://127.0.0.1:9/v1", redis__connect_timeout_s="30")
+    began = time.monotonic()
+    ran = subprocess.run(
+        [str(BIN / "arkq"), "submit", "hi"], env=env, capture_output=True, text=True, timeout=90, check=False
+    )
+    assert time.monotonic() - began < 15, "not after redis.connect_timeout_s (30 s) of trying again"
+    assert ran.returncode == exit_codes.REDIS_UNREACHABLE and "Traceback" not in ran.stderr, ran.stderr
+    [line] = [line for line in ran.stderr.splitlines() if line.startswith("arkq: ")]
+    assert "cannot reach Redis" in line and reason in line and f"{host}:{port}" in line, line
+    assert f"redis://:***@{host}:{port}/0" in line and "secret" not in ran.stderr

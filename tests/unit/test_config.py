@@ -75,6 +75,29 @@ def test_bad_environment_fails_naming_the_key(environ: dict[str, str], named: st
 
 
 @pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("ARK_REDIS_URL", "ARK_REDIS__URL"),  # one underscore
+        ("ARK_WORKER__MAX_JOBZ", "ARK_WORKER__MAX_JOBS"),
+        ("ARK_LLM__BASEURL", "ARK_LLM__BASE_URL"),
+    ],
+)
+def test_an_unknown_variable_says_which_setting_it_likely_meant(name: str, meant: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name} \\(did you mean {meant}\\?\\)"):
+        load_config({name: "x"})
+
+
+def test_a_bad_value_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="from the environment: ARK_WORKER__MAX_JOBS") as from_env:
+        load_config({"ARK_WORKER__MAX_JOBS": "abc"})
+    assert "yaml" not in str(from_env.value).lower()
+    path = tmp_path / "mine.yaml"
+    path.write_text("worker:\n  max_jobs: lots\n")
+    with pytest.raises(ConfigError, match=f"from {path}"):
+        load_config({"ARK_CONFIG": str(path)})
+
+
+@pytest.mark.parametrize(
     ("text", "named"),
     [
         ("worker:\n  max_jobz: 3\n", "worker.max_jobz"),
