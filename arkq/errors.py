@@ -8,6 +8,7 @@ particular failure catches its class. Where a built-in meaning fits, a class is 
     ArkqError
     ├── ConfigError            the configuration cannot be used; names the key (also ValueError)
     ├── InvalidRequest         a request refused before it reached Redis; names the field (also ValueError)
+    │   └── JobIdInUse         the job ID names a job with another request: nothing was written
     ├── QueueFull              queue.max_depth jobs are queued or running; nothing was written
     │   └── TenantLimitReached one tenant's limit of active jobs; nothing was written
     ├── RedisFailure           a Redis call failed: `job_id` when it was an enqueue's (see `enqueue`)
@@ -56,6 +57,20 @@ class InvalidRequest(ArkqError, ValueError):
     def __init__(self, message: str, *, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+class JobIdInUse(InvalidRequest):
+    """The job ID given to `enqueue` names a job (queued, running, or ended and still kept) whose request
+    was another one; nothing was written. The same request again returns the existing job instead.
+    `field` is `job_id`, and `job_id` the ID."""
+
+    def __init__(self, job_id: str):
+        super().__init__(
+            f"job_id: {job_id!r} is the ID of a job with a different request: nothing was enqueued; "
+            "choose another ID, or send the same request to get that job",
+            field="job_id",
+        )
+        self.job_id = job_id
 
 
 class QueueFull(ArkqError):

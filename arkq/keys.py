@@ -18,6 +18,7 @@
 | `ark:wake:Q`         | channel | producer (enqueue.lua): a job was enqueued     | live only               |
 | `ark:owner:J`        | string  | producer (enqueue.lua): the job's tenant       | the job's lifetime      |
 | `ark:active:T`       | zset    | producer (enqueue.lua): tenant T's live jobs   | a day after the last    |
+| `ark:request:J`      | string  | producer (enqueue.lua): the request's digest   | the job's lifetime      |
 | `ark:probe`          | none    | worker start-up: a DEL, to see writes allowed  | never exists            |
 
 The event channel's prefix is a setting (`streaming.channel_prefix`); an event's index in the log is
@@ -45,6 +46,7 @@ LEASE_PREFIX = "ark:lease:"
 WAKE_PREFIX = "ark:wake:"
 OWNER_PREFIX = "ark:owner:"
 ACTIVE_PREFIX = "ark:active:"
+REQUEST_DIGEST_PREFIX = "ark:request:"
 #: Deleted (never written) at worker start-up: a write Redis refuses on a replica or to a user without it.
 WRITE_PROBE_KEY = "ark:probe"
 
@@ -102,3 +104,8 @@ def owner_key(job_id: str) -> str:
 def active_jobs_key(tenant: str) -> str:
     """The tenant's jobs that may still be queued or running; pruned of ended ones at each enqueue."""
     return ACTIVE_PREFIX + tenant
+
+
+def request_digest_key(job_id: str) -> str:
+    """The digest of the job's request: enqueueing its ID again with another request is refused."""
+    return REQUEST_DIGEST_PREFIX + job_id

@@ -8,6 +8,8 @@ is harmless.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +18,7 @@ from redis.asyncio import Redis
 
 from arkq import scripts
 from arkq.envelope import encode_job
-from arkq.errors import QueueFull, TenantLimitReached
+from arkq.errors import JobIdInUse, QueueFull, TenantLimitReached
 from arkq.keys import (
     ARQ_JOB_EXPIRES_EXTRA_MS,
     ARQ_JOB_PREFIX,
@@ -25,6 +27,7 @@ from arkq.keys import (
     arq_result_key,
     event_log_key,
     owner_key,
+    request_digest_key,
     result_key,
     wake_channel,
 )
@@ -48,10 +51,12 @@ async def enqueue_generation(
     queue_name: str,
     max_depth: int,
     owner: Owner | None = None,
+    keep_ms: int = ARQ_JOB_EXPIRES_EXTRA_MS,
 ) -> bool:
-    """Enqueue `payload` as arq job `job_id`; False if that job exists or existed (idempotent).
-    Raises QueueFull (TenantLimitReached for an owner at its limit), writing nothing, when `max_depth`
-    jobs are queued or running."""
+    """Enqueue `payload` as arq job `job_id`; False if that job exists or existed with the same payload
+    (idempotent). Raises JobIdInUse when it exists with another payload, and QueueFull
+    (TenantLimitReached for an owner at its limit) when `max_depth` jobs are queued or running, having
+    written nothing. The payload's digest is kept `keep_ms` (as long as anything of the job)."""
     now_ms = int(time.time() * 1000)
     tenant = owner.tenant if owner is not None else ""
     keys = [
@@ -62,6 +67,7 @@ async def enqueue_generation(
         queue_name,
         owner_key(job_id),
         active_jobs_key(tenant),
+        request_digest_key(job_id),
     ]
     job = encode_job(payload, enqueued_ms=now_ms)
     args = [
@@ -75,8 +81,12 @@ async def enqueue_generation(
         owner.max_active if owner is not None else 0,
         owner.ttl_ms if owner is not None else 0,
         ARQ_JOB_PREFIX,
+        request_digest(payload),
+        keep_ms,
     ]
     outcome, count = (int(n) for n in await scripts.ENQUEUE(redis, keys=keys, args=args))
+    if outcome == -3:
+        raise JobIdInUse(job_id)
     if outcome == -1:
         raise QueueFull(
             f"{count} jobs are queued or running, queue.max_depth={max_depth}: "
@@ -91,3 +101,9 @@ async def enqueue_generation(
             depth=count,
         )
     return outcome == 1
+
+
+def request_digest(payload: dict[str, Any]) -> str:
+    """The digest that tells one request from another: SHA-256 of its canonical JSON."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

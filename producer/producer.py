@@ -178,6 +178,9 @@ class Producer:
         `tenant` records who the job is for (`Job.tenant()`); with it, `max_active` > 0 bounds that
         tenant's jobs queued or running at once (`TenantLimitReached`, a QueueFull).
 
+        Enqueueing a known `job_id` with another request (any field, metadata included) raises
+        JobIdInUse (an InvalidRequest), having written nothing.
+
         Raises InvalidRequest (naming the field) or QueueFull, having written nothing, or a
         `RedisFailure` carrying the job's ID (`job_id`): after a `RedisUnavailable` the job may still
         have been queued, and enqueueing again with that ID is safe.
@@ -210,16 +213,21 @@ class Producer:
                 queue_name=self.config.queue.name,
                 max_depth=self.config.queue.max_depth,
                 owner=None if tenant is None else self._owner(tenant, max_active),
+                keep_ms=self._keep_ms(),
             )
         return self.job(job_id)
 
     def _owner(self, tenant: str, max_active: int) -> Owner:
         if not tenant or not JOB_ID_PATTERN.fullmatch(tenant):
             raise InvalidRequest(f"tenant: {tenant!r} must be 1-128 letters, digits or _.:-", field="tenant")
+        return Owner(tenant, max_active, self._keep_ms())
+
+    def _keep_ms(self) -> int:
+        """How long a record about a job is kept: as long as anything of the job (queued up to a day,
+        then run, then its result and log)."""
         config = self.config
-        # As long as anything of the job is kept: queued up to a day, then run, then its result and log.
         keep_s = config.worker.job_timeout_s + max(config.worker.keep_result_s, config.streaming.replay_ttl_s)
-        return Owner(tenant, max_active, ARQ_JOB_EXPIRES_EXTRA_MS + int(keep_s * 1000))
+        return ARQ_JOB_EXPIRES_EXTRA_MS + int(keep_s * 1000)
 
 
 def _refuse_oversized(payload: dict[str, Any], limit: int) -> None:

@@ -8,7 +8,7 @@ from arkq.envelope import JOB_FUNCTION
 from arkq.keys import result_key
 from arkq.messages import SystemMessage, UserMessage
 from config_module.loader import load_config
-from producer import InvalidRequest, JobNotFound, Producer, QueueFull, TenantLimitReached
+from producer import InvalidRequest, JobIdInUse, JobNotFound, Producer, QueueFull, TenantLimitReached
 
 HELLO = [UserMessage(content="Hello!")]
 
@@ -45,11 +45,38 @@ async def test_two_enqueues_make_two_different_ids(producer: Producer) -> None:
 
 async def test_the_same_job_id_is_enqueued_once(producer: Producer, fake_redis: ArqRedis) -> None:
     await producer.enqueue(HELLO, job_id="order-17")
-    again = await producer.enqueue([UserMessage(content="something else")], job_id="order-17")
+    again = await producer.enqueue(HELLO, job_id="order-17")
     assert again.id == "order-17"
     assert await fake_redis.zcard("arq:queue") == 1
+
+
+async def test_a_job_id_with_another_request_is_refused_writing_nothing(
+    producer: Producer, fake_redis: ArqRedis
+) -> None:
+    await producer.enqueue(HELLO, job_id="order-17")
+    before = {key: await fake_redis.dump(key) for key in await fake_redis.keys("*")}
+    for other in (
+        {"messages": [UserMessage(content="something else")]},
+        {"messages": HELLO, "max_tokens": 5},
+        {"messages": HELLO, "metadata": {"user": "u1"}},
+    ):
+        with pytest.raises(JobIdInUse) as refused:
+            await producer.enqueue(**other, job_id="order-17")  # type: ignore[arg-type]
+        assert refused.value.job_id == "order-17" and refused.value.field == "job_id"
+        assert isinstance(refused.value, InvalidRequest)
+    after = {key: await fake_redis.dump(key) for key in await fake_redis.keys("*")}
+    assert after == before
     stored = json.loads(await fake_redis.get("arq:job:order-17"))
     assert stored["a"][0]["messages"][0]["content"] == "Hello!"
+
+
+async def test_an_ended_job_keeps_its_request_digest(producer: Producer, fake_redis: ArqRedis) -> None:
+    await producer.enqueue(HELLO, job_id="ended-1")
+    await fake_redis.delete("arq:job:ended-1")  # arq deletes it when the job ends
+    await fake_redis.set(result_key("ended-1"), b"{}")
+    assert (await producer.enqueue(HELLO, job_id="ended-1")).id == "ended-1"
+    with pytest.raises(JobIdInUse):
+        await producer.enqueue([UserMessage(content="another")], job_id="ended-1")
 
 
 async def test_a_finished_job_id_is_not_run_again(producer: Producer, fake_redis: ArqRedis) -> None:
