@@ -44,6 +44,11 @@ async def demo(prompt: str, *, itl_ms: float = 30.0) -> int:
         config = _demo_config(llm.base_url)
         async with Producer(config=config, redis=redis) as producer:
             job = await producer.enqueue([{"role": "user", "content": prompt}])
+            sys.stdout.write(
+                f"arkq demo: asked {prompt!r} (job {job.id}).\n"
+                "The answer comes from the SGLang emulator (`arkq fake-llm`): stand-in words, no model's.\n"
+                "Point llm.base_url at an SGLang server for real answers.\n\n"
+            )
             # A burst worker stops once the queue is empty and its jobs are finished.
             worker = Worker(
                 **worker_options(config),
@@ -67,10 +72,10 @@ def _demo_config(base_url: str) -> ArkConfig:
 
 async def _follow(job: Job) -> int:
     out = sys.stdout
-    out.write(f"arkq demo: job {job.id} enqueued; the worker streams the reply:\n\n")
     async for event in job.events():
         if event.type == "started":
-            out.write(f"[started: attempt {event.attempt} on {event.worker}]\n")
+            going_on = ", continuing the answer" if event.continues else ""
+            out.write(f"[started: attempt {event.attempt} on {event.worker}{going_on}]\n")
         elif event.type == "token":
             out.write(event.text)
         elif event.type == "error":
