@@ -29,7 +29,14 @@ from pydantic_settings import (
 from arkq.errors import ConfigError
 from config_module.settings import ArkConfig
 
-__all__ = ["ConfigError", "config_path", "load_config", "setting_env_names", "unknown_env_keys"]
+__all__ = [
+    "ConfigError",
+    "config_path",
+    "foreign_env_hints",
+    "load_config",
+    "setting_env_names",
+    "unknown_env_keys",
+]
 
 ENV_PREFIX = "ARK_"
 ENV_NESTED_DELIMITER = "__"
@@ -81,6 +88,24 @@ def _unknown_env_message(unknown: list[str]) -> str:
         f"unknown setting(s) in the environment: {', '.join(named)}. Settings are ARK_<SECTION>__<NAME>, "
         "two underscores between section and name (config.yaml lists them)"
     )
+
+
+#: Variables other software reads that a newcomer sets for arkq: what arkq reads instead.
+FOREIGN_NAMES = {
+    "REDIS_URL": "ARK_REDIS__URL",
+    "OPENAI_BASE_URL": "ARK_LLM__BASE_URL",
+    "OPENAI_API_KEY": "ARK_LLM__API_KEY",
+}
+
+
+def foreign_env_hints(environ: Mapping[str, str]) -> list[str]:
+    """A line for each variable set for some other tool (`REDIS_URL`) whose arkq name is not set: arkq
+    does not read it, and a person who set it for arkq should hear so."""
+    return [
+        f"{name} is set, but arkq does not read it: set {ours} for arkq"
+        for name, ours in FOREIGN_NAMES.items()
+        if environ.get(name) and ours not in environ
+    ]
 
 
 class _MappingEnvSource(EnvSettingsSource):

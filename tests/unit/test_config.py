@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from config_module.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from config_module.loader import DEFAULT_CONFIG_PATH, ConfigError, foreign_env_hints, load_config
 from config_module.settings import ArkConfig
 
 
@@ -252,3 +252,10 @@ async def test_redis_retries_are_bounded_by_time_not_by_tries() -> None:
 
     assert await retry.call_with_retry(third_time_lucky, no_cleanup) == "answered"
     assert copy.deepcopy(retry).budget_s == 0.3  # redis-py copies it into each connection
+
+
+def test_a_variable_set_for_other_software_gets_a_hint_naming_arkqs() -> None:
+    assert foreign_env_hints({"REDIS_URL": "redis://elsewhere:6379"}) == [
+        "REDIS_URL is set, but arkq does not read it: set ARK_REDIS__URL for arkq"
+    ]
+    assert foreign_env_hints({"REDIS_URL": "redis://x", "ARK_REDIS__URL": "redis://x"}) == []
