@@ -24,6 +24,7 @@ from arkq.errors import (
     ConfigError,
     InvalidRequest,
     JobFailed,
+    JobIdInUse,
     JobLost,
     JobNotFound,
     QueueFull,
@@ -36,6 +37,7 @@ from arkq.errors import (
 )
 from arkq.redis_failures import name_failure
 from cli import exit_codes, jobs
+from cli.help import GATEWAY_ENV, LLM_ENV, WORKER_ENV, Formatter, bench_scenarios, epilog, fake_llm_directives
 
 
 def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], Any]:
@@ -56,42 +58,100 @@ def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], Any]:
     return handler
 
 
+#: The exit codes of the commands that run a server or a process (not a job).
+_SYSTEM = (exit_codes.OK, exit_codes.USAGE, exit_codes.SYSTEM_ERROR, exit_codes.INTERRUPTED)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arkq", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="arkq",
+        description=__doc__,
+        formatter_class=Formatter,
+        epilog="`arkq COMMAND --help` lists the command's options with their defaults, its exit codes "
+        "and the ARK_* variables it reads.\n\n" + exit_codes.describe(*exit_codes.MEANINGS),
+    )
     parser.add_argument("--debug", action="store_true", help="on a failure, print the traceback too")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     jobs.add_commands(commands)
 
-    worker = commands.add_parser("worker", help="run a worker (same as `arq worker.WorkerSettings`)")
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker (same as `arq worker.WorkerSettings`)",
+        formatter_class=Formatter,
+        epilog=epilog((*_SYSTEM, *exit_codes.REDIS_FAILURES), WORKER_ENV),
+    )
     worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
-    worker.add_argument("-v", "--verbose", action="store_true")
+    worker.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    worker.add_argument(
+        "--redis-url", help="Redis URL (default: redis.url from the configuration; sets ARK_REDIS__URL)"
+    )
     worker.set_defaults(run=None, handler=run_worker)
 
-    serve = commands.add_parser("serve", help="the HTTP gateway: OpenAI-compatible API and jobs API")
+    serve = commands.add_parser(
+        "serve",
+        help="the HTTP gateway: OpenAI-compatible API and jobs API",
+        formatter_class=Formatter,
+        epilog=epilog((*_SYSTEM, *exit_codes.REDIS_FAILURES), GATEWAY_ENV),
+    )
     _add("cli.serve", serve)
     serve.set_defaults(run=None, handler=_lazy("cli.serve", "run"))
 
-    check = commands.add_parser("check-llm", help="is an OpenAI-compatible server answering at llm.base_url?")
+    check = commands.add_parser(
+        "check-llm",
+        help="is an OpenAI-compatible server answering at llm.base_url?",
+        formatter_class=Formatter,
+        epilog=epilog((exit_codes.OK, exit_codes.USAGE, exit_codes.LLM_UNREACHABLE), LLM_ENV),
+    )
     _add("cli.check_llm", check)
     check.set_defaults(run=None, handler=_lazy("cli.check_llm", "run"))
 
-    fake = commands.add_parser("fake-llm", help="run the SGLang-compatible emulator")
+    fake = commands.add_parser(
+        "fake-llm",
+        help="run the SGLang-compatible emulator",
+        formatter_class=Formatter,
+        epilog=epilog(_SYSTEM, None, before=fake_llm_directives()),
+    )
     _add("fake_llm.__main__", fake)
     fake.set_defaults(run=None, handler=_lazy("fake_llm.__main__", "run_with"))
 
-    demo = commands.add_parser("demo", help="the whole pipeline in one process, nothing to install")
-    demo.add_argument("prompt", nargs="?", default="Tell me about message queues.")
+    demo = commands.add_parser(
+        "demo",
+        help="the whole pipeline in one process, nothing to install",
+        formatter_class=Formatter,
+        epilog=epilog(
+            (exit_codes.OK, exit_codes.JOB_FAILED, exit_codes.USAGE, exit_codes.INTERRUPTED),
+            "ARK_LLM__* but ARK_LLM__BASE_URL, ARK_QUEUE__*, ARK_WORKER__*, ARK_STREAMING__* "
+            "(its Redis and its LLM server are in process)",
+        ),
+    )
+    demo.add_argument("prompt", nargs="?", default="Tell me about message queues.", help="what to ask")
     demo.add_argument("--itl-ms", type=float, default=30.0, help="emulated delay between tokens")
     demo.set_defaults(run=None, handler=run_demo)
 
+    scenarios = bench_scenarios()
+    listed = ", ".join(scenarios) if scenarios else "(the benchmark is not installed here)"
     bench = commands.add_parser(
-        "bench", help="measure what the queue adds (starts redis-server, the emulator and workers)"
+        "bench",
+        help="measure what the queue adds (starts redis-server, the emulator and workers)",
+        formatter_class=Formatter,
+        epilog=epilog((*_SYSTEM, exit_codes.JOB_FAILED), None, before=f"scenarios: {listed}"),
     )
     bench.add_argument("--out", type=Path, default=Path("bench-results"), help="where to write results")
     bench.add_argument("--quick", action="store_true", help="small sizes: checks that it all runs")
-    bench.add_argument("--only", nargs="+", metavar="SCENARIO", help="run only these scenarios")
+    bench.add_argument(
+        "--only", nargs="+", metavar="SCENARIO", help=f"run only these scenarios (of: {listed}; default: all)"
+    )
     bench.set_defaults(run=None, handler=_lazy("bench.run", "run_with"))
+    for command in commands.choices.values():
+        _show_defaults(command)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Options without help text (the emulator's own) still show their default in `--help`."""
+    for action in parser._actions:
+        if action.help is None and action.option_strings and action.default not in (None, False):
+            action.help = "(default: %(default)s)"
 
 
 def _add(module: str, parser: argparse.ArgumentParser) -> None:
@@ -99,6 +159,9 @@ def _add(module: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    if args.redis_url is not None:
+        # The configuration, which the worker's settings load on import (below), reads it.
+        os.environ["ARK_REDIS__URL"] = args.redis_url
     from arq.logs import default_log_config
     from arq.worker import run_worker as run_arq_worker
 
@@ -121,6 +184,7 @@ def run_demo(args: argparse.Namespace) -> int:
 #: The exit code for each kind of failure, most particular first.
 FAILURE_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ConfigError, exit_codes.USAGE),
+    (JobIdInUse, exit_codes.JOB_ID_IN_USE),
     (InvalidRequest, exit_codes.USAGE),
     (QueueFull, exit_codes.QUEUE_FULL),
     (RedisUnavailable, exit_codes.REDIS_UNREACHABLE),
@@ -148,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return exit_codes.OK
     except KeyboardInterrupt:
-        return 130
+        return exit_codes.INTERRUPTED
     except Exception as error:
         return _report(error, debug=args.debug)
 
