@@ -22,11 +22,11 @@ def test_submit_streams_the_reply_and_result_prints_it(
     fleet.start(1)
     env = ark_env(redis_url, fake_llm)
     submitted = arkq(env, "submit", "Tell me a story.", "--system", "Be brief.", "--max-tokens", "12")
-    assert submitted.returncode == 0, submitted.stderr
+    assert submitted.returncode == 15, submitted.stderr  # the answer was cut at --max-tokens
     job_id = submitted.stderr.split("job ", 1)[1].split()[0]
 
     result = arkq(env, "result", job_id)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 15, result.stderr
     stored = json.loads(result.stdout)
     assert stored["status"] == "done"
     assert stored["finish_reason"] == "length"
@@ -34,7 +34,7 @@ def test_submit_streams_the_reply_and_result_prints_it(
     assert submitted.stdout == stored["text"] + "\n"
 
     watched = arkq(env, "watch", job_id)
-    assert watched.returncode == 0 and watched.stdout == submitted.stdout
+    assert watched.returncode == 15 and watched.stdout == submitted.stdout
 
 
 def test_submit_json_prints_events_as_json_lines(fleet: WorkerFleet, redis_url: str, fake_llm: str) -> None:
