@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import math
 import re
+import socket
 import time
 from collections.abc import Mapping
 from datetime import UTC
@@ -32,6 +33,7 @@ __all__ = [
     "kind_for_status",
     "parse_retry_after",
     "stream_incomplete",
+    "unreached",
 ]
 
 # SGLang: "The input (N tokens) is longer than the model's context length (M tokens)." and
@@ -143,11 +145,14 @@ def from_openai_error(exc: BaseException) -> ModelError:
     """Classify an exception raised by the openai client (or by the transport under it)."""
     if isinstance(exc, ModelError):
         return exc
+    connector = _connector_error(exc)
+    if connector is not None:  # before a timeout: the aiohttp transport calls every such failure one
+        return ModelError("connect", _unreached_text(connector))
     dropped = _connection_failed(exc)
     if isinstance(exc, openai.APITimeoutError) and not dropped:
         return ModelError("timeout", f"request timed out: {_cause_text(exc)}")
     if isinstance(exc, openai.APIConnectionError):
-        return ModelError("connect", f"cannot reach the LLM server: {_cause_text(exc)}")
+        return ModelError("connect", f"the connection to the LLM server failed: {_cause_text(exc)}")
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code == 404:  # no such path: llm.base_url is not where the API is
             return _not_found(exc.response)
@@ -182,6 +187,43 @@ def _not_found(response: httpx2.Response) -> ModelError:
         body = b""
     content_type = response.headers.get("content-type")
     return bad_response(str(response.request.url), 404, content_type, body, "a chat completion")
+
+
+def unreached(exc: BaseException) -> bool:
+    """Whether `exc` (an error from the client, or the `ModelError` raised from one) means that no
+    connection to the server could be made: refused, unknown host, unroutable. Such a request never
+    reached the server, and neither would an abort of it."""
+    if isinstance(exc, ModelError):
+        return exc.__cause__ is not None and _connector_error(exc.__cause__) is not None
+    return _connector_error(exc) is not None
+
+
+def _connector_error(exc: BaseException) -> aiohttp.ClientConnectorError | None:
+    """The aiohttp error under `exc` that says no connection could be made, if that is what happened."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, aiohttp.ClientConnectorError) and not isinstance(seen, TimeoutError):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _unreached_text(error: aiohttp.ClientConnectorError) -> str:
+    """One cause, in words: refused, unknown host, or the system's reason."""
+    where = f"{error.host}:{error.port}"
+    reason = error.os_error
+    if isinstance(error, aiohttp.ClientConnectorDNSError) or isinstance(reason, socket.gaierror):
+        return (
+            f"cannot resolve the LLM server's host {error.host!r} ({_os_reason(reason)}): "
+            "is llm.base_url right?"
+        )
+    if isinstance(reason, ConnectionRefusedError):
+        return f"the LLM server at {where} refused the connection: is it running, is llm.base_url right?"
+    return f"cannot connect to the LLM server at {where}: {_os_reason(reason)}"
+
+
+def _os_reason(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
 
 
 def _connection_failed(exc: BaseException) -> bool:
@@ -236,7 +278,16 @@ def _as_status(code: Any) -> int | None:
 
 
 def _cause_text(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and str(cause):
-        return f"{type(cause).__name__}: {cause}"
+    """The innermost cause that says something, once: the transport's own error (aiohttp's), not the
+    wrappers above it (the SDK's and httpx's, whose names may say "timeout" for a dropped connection)."""
+    said: BaseException | None = None
+    seen: BaseException | None = exc.__cause__ or exc.__context__
+    while seen is not None:
+        if str(seen):
+            said = seen
+        if isinstance(seen, aiohttp.ClientError):
+            break
+        seen = seen.__cause__ or seen.__context__
+    if said is not None:
+        return f"{type(said).__name__}: {said}"
     return str(exc) or type(exc).__name__

@@ -41,6 +41,7 @@ from model_module.errors import (
     bad_response,
     from_openai_error,
     stream_incomplete,
+    unreached,
 )
 from model_module.events import Finish, StreamEvent
 from model_module.retry import RequestBudget, RetryPolicy
@@ -145,6 +146,9 @@ class ArkModelLink(LinkCalls):
         # Loops in several threads may share the link. Unguarded, two could each make a client, and the
         # one whose client was overwritten would have it closed under it by its dropped keeper.
         self._client_lock = threading.Lock()
+        #: The last request found no server to connect to (refused, unknown host): until one connects
+        #: again, aborts are skipped, since they could not reach it either.
+        self.server_unreached = False
 
     def __repr__(self) -> str:
         return (
@@ -326,6 +330,7 @@ class ArkModelLink(LinkCalls):
             # with_streaming_response still raises the typed status errors (before the body is read),
             # but hands back the raw body instead of parsing every chunk into pydantic models.
             async with self.client.chat.completions.with_streaming_response.create(**params) as response:
+                self.server_unreached = False
                 if _media_type(response.headers) != "text/event-stream":
                     raise await _bad_response(response, "a text/event-stream stream")
                 lines = response.iter_lines()
@@ -340,7 +345,7 @@ class ArkModelLink(LinkCalls):
                 if decoder.done:
                     await _drain(lines)
         except (openai.APIError, httpx2.RequestError) as exc:
-            raise from_openai_error(exc) from exc
+            raise self._failed(exc) from exc
         finally:
             if decoder.unknown:
                 logger.warning(
@@ -354,11 +359,21 @@ class ArkModelLink(LinkCalls):
             raise stream_incomplete("the server closed the stream without [DONE]")
         yield Finish(decoder.finish_reason, decoder.usage)
 
+    def _failed(self, exc: BaseException) -> ModelError:
+        """The `ModelError` for a failed request; notes whether the server could not be reached."""
+        self.server_unreached = unreached(exc)
+        return from_openai_error(exc)
+
     async def abort(self, rid: str) -> bool:
         """Ask the server to stop generating request `rid` (SGLang's `POST /abort_request`).
 
         Closing the HTTP stream should abort the request, but SGLang does not always notice, and a
-        forgotten request keeps a GPU slot busy until max_tokens. Best effort: False if it failed."""
+        forgotten request keeps a GPU slot busy until max_tokens. Best effort: False if it failed.
+        Skipped (False, without a word) while the last request found no server to connect to: the
+        request never reached one, and the abort would not either."""
+        if self.server_unreached:
+            logger.debug("abort of %s skipped: the LLM server at %s is unreachable", rid, self.base_url)
+            return False
         root = self.base_url.rstrip("/").removesuffix("/v1")
         try:
             await self.client.post(
@@ -372,6 +387,33 @@ class ArkModelLink(LinkCalls):
             return False
         return True
 
+    async def served_models(self) -> list[str]:
+        """The names of the models the server serves (`GET {base_url}/models`, as SGLang, vLLM and
+        OpenAI answer it): one request, not retried, for a check that the server answers to our key.
+        Raises `ModelError`, classified as any call's failure."""
+        try:
+            response = await self.client.get("/models", cast_to=httpx2.Response)
+            self.server_unreached = False
+            body = await response.aread()
+        except openai.NotFoundError as exc:  # no such path: llm.base_url is not where the API is
+            self.server_unreached = False
+            found = exc.response
+            raise bad_response(
+                str(found.request.url), 404, found.headers.get("content-type"), found.content, "a model list"
+            ) from exc
+        except (openai.APIError, httpx2.RequestError) as exc:
+            raise self._failed(exc) from exc
+        try:
+            return [str(card["id"]) for card in json.loads(body)["data"]]
+        except (ValueError, KeyError, TypeError):
+            raise bad_response(
+                str(response.request.url),
+                response.status_code,
+                response.headers.get("content-type"),
+                body,
+                "a model list",
+            ) from None
+
     async def generate_response(
         self, messages: Sequence[MessageLike], json_schema: Mapping[str, Any] | None = None
     ) -> str:
@@ -384,6 +426,7 @@ class ArkModelLink(LinkCalls):
         # failing, and it needs only one field of the completion.
         try:
             async with self.client.chat.completions.with_streaming_response.create(**params) as response:
+                self.server_unreached = False
                 body = await response.read()
                 try:
                     completion = json.loads(body)
@@ -393,7 +436,7 @@ class ArkModelLink(LinkCalls):
                 if not isinstance(choices, list):
                     raise await _bad_response(response, "a JSON chat completion", body)
         except (openai.APIError, httpx2.RequestError) as exc:
-            raise from_openai_error(exc) from exc
+            raise self._failed(exc) from exc
         if not choices:
             raise ModelError("server_error", "the response has no choices")
         message = choices[0].get("message") if isinstance(choices[0], dict) else None
