@@ -88,6 +88,8 @@ class WorkerConfig(Section):
     shutdown_grace_s: float = Field(25.0, ge=0)
     #: Seconds between health-check key writes (`arq --check` reads it).
     health_check_interval_s: float = Field(60.0, gt=0)
+    #: Log prompts and answers (arq's job lines) for debugging; off, logs hold job IDs, sizes, timings.
+    log_content: bool = False
 
 
 class StreamingConfig(Section):

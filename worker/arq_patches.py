@@ -13,6 +13,9 @@
     next round retries, after arkq's backoff. Jobs are not lost meanwhile: they stay queued, and
     their leases lapse and move.
 Everything else in the round is arq's own steps, called as arq calls them.
+- Its job lines (`run_job`'s `→ job_id:generate(args)`) print the job's arguments, the prompt: arq
+  formats them with `args_to_string`, which becomes `job_args_summary` (message count and size only)
+  unless `worker.log_content` is on. arq's `← result` lines are off the same way (`log_results`).
 
 Nothing changes on import. The worker's start-up (`worker.settings.startup`) calls `install()`, before
 arq's poll loop begins; a worker that is not arkq's (no `ARKQ_WORKER` in its ctx) keeps arq's own
@@ -24,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import arq
+import arq.utils
 import arq.worker
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
@@ -64,7 +69,9 @@ ARQ_INTERNALS: dict[str, tuple[str, str]] = {
     "arq.worker.Worker.run_job": (
         "589a19059ff84ee7",
         "arkq.lease and worker.job rely on it: Retry(defer) and RetryJob re-queue the job, a cancelled "
-        "job is re-queued at once, and the claim key is deleted when the attempt ends",
+        "job is re-queued at once, and the claim key is deleted when the attempt ends; its job lines "
+        "show the arguments only through the module's `args_to_string` and the result only under "
+        "`log_results` (job_args_summary replaces the one, settings turn off the other)",
     ),
 }
 #: The ctx key that marks a worker as arkq's (set by `worker.settings.startup`).
@@ -73,7 +80,26 @@ ARKQ_WORKER = "arkq_worker"
 PICK_SCAN_LIMIT = 10_000
 
 _arq_poll_iteration: Callable[[arq.worker.Worker], Awaitable[None]] = arq.worker.Worker._poll_iteration
+_arq_args_to_string: Callable[[Sequence[Any], dict[str, Any]], str] = arq.utils.args_to_string
 _installed = False
+
+
+def job_args_summary(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+    """What arq's job line shows of a job's arguments when content stays out of the logs: for each, its
+    shape and size (`2 messages, 1234 chars`), never its text."""
+    named = [f"{key}={_summary(value)}" for key, value in sorted(kwargs.items())]
+    return ", ".join([_summary(arg) for arg in args] + named)
+
+
+def _summary(value: Any) -> str:
+    if isinstance(value, Mapping) and isinstance(value.get("messages"), list):
+        messages = value["messages"]
+        return f"<{len(messages)} messages, {len(repr(messages))} chars>"
+    if isinstance(value, (str, bytes, list, tuple, dict)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    return f"<{type(value).__name__}>"
 
 
 async def pick_jobs(redis: Redis, queue_name: str, wanted: int) -> list[bytes]:
@@ -137,9 +163,11 @@ def _still_running(worker: arq.worker.Worker, job_id: str) -> bool:
     return task is not None and not task.done()
 
 
-def install() -> None:
-    """Put the wakeable wait and arkq's poll round in place; idempotent. Called at worker start-up."""
+def install(*, log_content: bool = False) -> None:
+    """Put the wakeable wait, arkq's poll round and the job-line summary (unless `log_content`) in
+    place; idempotent. Called at worker start-up."""
     global _installed
+    arq.worker.args_to_string = _arq_args_to_string if log_content else job_args_summary  # type: ignore[attr-defined, assignment]  # see above
     if _installed:
         return
     if arq.VERSION != ARQ_VERSION:

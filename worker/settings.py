@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import math
 import os
 import socket
@@ -12,7 +14,7 @@ from typing import Any
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import func
 
-from arkq.backoff import REDIS_BACKOFF
+from arkq.backoff import REDIS_BACKOFF, RedisClientBackoff
 from arkq.connection import redis_options
 from arkq.envelope import JOB_FUNCTION, deserialize, serialize
 from arkq.keys import health_check_key
@@ -22,6 +24,8 @@ from config_module.settings import ArkConfig
 from model_module import ArkModelLink
 from worker import arq_patches, preflight, wakeup
 from worker.job import generate
+
+logger = logging.getLogger("arkq.worker")
 
 #: arq's own attempt limit, a backstop far above anything worker.max_tries allows.
 ARQ_MAX_TRIES = 1000
@@ -35,9 +39,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     the worker for good stops it (`worker.preflight`), then one model link
     per process (its HTTP connection pool is shared by every job the worker runs), the lease keeper
     and the wake-up listener."""
-    arq_patches.install()
-    ctx[arq_patches.ARKQ_WORKER] = True
+    preflight.log_like_arq()
     config: ArkConfig = ctx.setdefault("config", default_config)
+    arq_patches.install(log_content=config.worker.log_content)
+    ctx[arq_patches.ARKQ_WORKER] = True
     await preflight.refuse_unusable(ctx["redis"])
     llm = config.llm
     ctx["link"] = ArkModelLink(
@@ -54,6 +59,16 @@ async def startup(ctx: dict[str, Any]) -> None:
         max_retry_after_s=llm.max_retry_after_s,
     )
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
+    logger.info(
+        "worker %s: Redis %s, queue %r; LLM server %s, model %r%s",
+        ctx["worker_name"],
+        preflight.redis_address(ctx["redis"]),
+        config.queue.name,
+        llm.base_url,
+        llm.model_name,
+        "; logging prompts and answers (worker.log_content)" if config.worker.log_content else "",
+    )
+    await preflight.check_llm(ctx["link"])
     leases = LeaseKeeper(
         ctx["redis"],
         lease_s=config.worker.lease_s,
@@ -122,6 +137,9 @@ def worker_options(config: ArkConfig) -> dict[str, Any]:
         "job_completion_wait": config.worker.shutdown_grace_s,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
+        # arq logs each job's result (a job's status here) unless told not to; its arguments, the
+        # prompt, are summarised by `arq_patches` unless worker.log_content is on.
+        "log_results": config.worker.log_content,
     }
 
 
@@ -132,9 +150,12 @@ def redis_pool(config: ArkConfig, url: str | None = None) -> ArqRedis:
     arq would build its client from `RedisSettings`, which has no read timeout and no keepalive to
     pass on; so the worker hands arq a client of arq's own class instead (arq's `redis_pool`
     setting), set up as arq's `create_pool` sets up its clients. It connects on its first command, in
-    the worker's event loop, and rides out a Redis that is not up yet for `redis.retry_s`."""
-    options = redis_options(config, url)
+    the worker's event loop, and rides out a Redis that is not up yet for `redis.retry_s`, saying so
+    at once (`preflight.StartupRetry`)."""
+    retry = preflight.StartupRetry(RedisClientBackoff(), config.redis.retry_s)
+    options = dataclasses.replace(redis_options(config, url), retry=retry)
     pool: ArqRedis = ArqRedis.from_url(options.url, **options.client_kwargs())
+    retry.announcer.where = preflight.redis_address(pool)
     pool.job_serializer, pool.job_deserializer = serialize, deserialize
     pool.default_queue_name = config.queue.name
     return pool

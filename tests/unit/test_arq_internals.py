@@ -108,3 +108,32 @@ async def test_a_worker_that_is_not_arkqs_keeps_arqs_own_poll_round(monkeypatch:
 
 async def noop(ctx: dict[str, object]) -> None:
     return None
+
+
+def test_arqs_job_line_shows_arguments_only_through_args_to_string() -> None:
+    """`worker.log_content` rests on this: arq formats a job's arguments for its `→` line with the
+    module's `args_to_string` (which the patch replaces), and its `←` result only under `log_results`."""
+    source = inspect.getsource(arq.worker.Worker.run_job)
+    assert "s = args_to_string(args, kwargs)" in source
+    assert "'%6.2fs → %s(%s)%s', (start_ms - enqueue_time_ms) / 1000, ref, s, extra" in source
+    assert "'' if result is None or not self.log_results else truncate(repr(result))" in source
+
+
+def test_a_jobs_arguments_are_summarised_without_their_text() -> None:
+    payload = {"messages": [{"role": "user", "content": "my secret prompt"}], "max_tokens": 5}
+    summary = arq_patches.job_args_summary((payload,), {"extra": "secret", "n": 3})
+    assert "secret" not in summary
+    assert summary.startswith("<1 messages, ") and summary.endswith(", extra=<str of 6>, n=3")
+
+
+def test_install_summarises_job_lines_unless_content_logging_is_on() -> None:
+    program = (
+        "import arq.utils, arq.worker\n"
+        "from worker import arq_patches\n"
+        "arq_patches.install()\n"
+        "assert arq.worker.args_to_string is arq_patches.job_args_summary\n"
+        "arq_patches.install(log_content=True)\n"
+        "assert arq.worker.args_to_string is arq.utils.args_to_string\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
