@@ -280,7 +280,14 @@ async def _follow_until_interrupted(job: Job, args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        outcome = await job.cancel()
+        try:
+            outcome = await job.cancel()
+        except (ArkqError, RedisError, OSError) as error:
+            print(
+                f"arkq: job {job.id} may still run: cancelling it failed ({error}); `arkq cancel {job.id}`",
+                file=sys.stderr,
+            )
+            return exit_codes.INTERRUPTED
         said = {
             "cancelled": "cancelled before it started: it will never run",
             "cancelling": "cancelled: its worker stops the generation",

@@ -19,6 +19,7 @@ from cli import exit_codes
 from fake_llm import __doc__ as FAKE_LLM_DOC
 from producer import JobCancelled, Producer
 from tests.servers import BIN, WorkerFleet, ark_env
+from tests.tcp_proxy import ProxyProcess
 from tests.waiting import until
 
 #: A job that streams for a long time (300 tokens, 100 ms apart): it is still running when looked at.
@@ -135,6 +136,40 @@ async def test_ctrl_c_on_a_running_job_stops_its_generation(
         assert f"job {job_id} cancelled: its worker stops the generation" in stderr
         with pytest.raises(JobCancelled):
             await job.result(timeout=30)  # well before its 30 s of tokens
+
+
+def test_a_second_ctrl_c_exits_at_once_while_cancelling(redis_url: str, fake_llm: str) -> None:
+    """The cancel waits on Redis (gone silent here, behind a stalled proxy): a second Ctrl-C does not."""
+    proxy = ProxyProcess(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        env = ark_env(proxy.url(), fake_llm, redis__connect_timeout_s="120")
+        process, job_id = started(env, "the cancel will hang")
+        assert process.stderr is not None
+        proxy.stall()
+        process.send_signal(signal.SIGINT)
+        lines = [process.stderr.readline() for _ in range(2)]  # a blank line, then the cancelling one
+        assert f"interrupted: cancelling job {job_id}" in lines[1], lines
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)  # far less than the cancel's 120 s
+        assert process.returncode == exit_codes.INTERRUPTED
+        assert f"interrupted again: exiting now; job {job_id} may still run" in stderr
+    finally:
+        proxy.stop()
+
+
+def test_a_cancel_that_fails_says_the_job_may_still_run(redis_url: str, fake_llm: str) -> None:
+    proxy = ProxyProcess(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        env = ark_env(proxy.url(), fake_llm, redis__connect_timeout_s="1")
+        process, job_id = started(env, "Redis goes silent")
+        proxy.stall()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == exit_codes.INTERRUPTED
+        assert f"job {job_id} may still run: cancelling it failed" in stderr
+        assert f"`arkq cancel {job_id}`" in stderr and "Traceback" not in stderr
+    finally:
+        proxy.stop()
 
 
 async def test_ctrl_c_with_detach_leaves_the_job_running(redis_url: str, fake_llm: str) -> None:
