@@ -15,7 +15,15 @@ import pytest
 from arkq.contract import parse_event
 from arkq.keys import event_log_key
 from config_module.loader import load_config
-from producer import JobCancelled, JobFailed, Producer, QueueFull, RedisUnavailable, StreamReset
+from producer import (
+    JobCancelled,
+    JobFailed,
+    JobIdInUse,
+    Producer,
+    QueueFull,
+    RedisUnavailable,
+    StreamReset,
+)
 from tests.servers import (
     PersistentRedis,
     WorkerFleet,
@@ -127,7 +135,8 @@ async def test_max_tries_bounds_restarts_and_the_error_says_so(
 async def test_a_cancelled_queued_job_never_runs(
     fleet: WorkerFleet, producer: Producer, fake_llm: str
 ) -> None:
-    job = await producer.enqueue([{"role": "user", "content": "never [[arkq:tokens=5]]"}], job_id="cancel-q")
+    never = [{"role": "user", "content": "never [[arkq:tokens=5]]"}]
+    job = await producer.enqueue(never, job_id="cancel-q")
     assert await job.cancel() == "cancelled"
     requests_before = (await emulator_stats(fake_llm))["requests"]
     fleet.start(1)
@@ -137,8 +146,10 @@ async def test_a_cancelled_queued_job_never_runs(
     with pytest.raises(JobCancelled):
         await job.result(timeout=1)
     assert (await emulator_stats(fake_llm))["requests"] == requests_before + 1  # the sentinel only
-    again = await producer.enqueue([{"role": "user", "content": "never"}], job_id="cancel-q")
+    again = await producer.enqueue(never, job_id="cancel-q")
     assert again.id == "cancel-q" and await job.cancel() == "ended"
+    with pytest.raises(JobIdInUse):  # the ID with another request: refused, not silently the old job
+        await producer.enqueue([{"role": "user", "content": "never"}], job_id="cancel-q")
     assert [event.type for event in await events_of(producer, job.id)] == ["cancelled"], (
         "the ID is not reused"
     )
