@@ -33,7 +33,9 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
 #: The settings each kind of command reads, as `ARK_*` variables (`ARK_SECTION__KEY`).
 REDIS_ENV = "ARK_REDIS__URL, ARK_REDIS__PASSWORD, ARK_REDIS__CONNECT_TIMEOUT_S, ARK_REDIS__*"
-JOBS_ENV = f"{REDIS_ENV}, ARK_QUEUE__*, ARK_STREAMING__*, ARK_WORKER__KEEP_RESULT_S"
+JOBS_ENV = (
+    f"{REDIS_ENV}, ARK_QUEUE__*, ARK_STREAMING__*, ARK_WORKER__KEEP_RESULT_S, ARK_WORKER__JOB_TIMEOUT_S"
+)
 WORKER_ENV = (
     f"{REDIS_ENV}, ARK_LLM__* (ARK_LLM__BASE_URL, ARK_LLM__API_KEY, ...), ARK_WORKER__*, ARK_QUEUE__*, "
     "ARK_STREAMING__*"
