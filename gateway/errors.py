@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 from arkq.errors import (
     ArkqError,
     InvalidRequest,
+    JobIdInUse,
     JobLost,
     JobNotFound,
     QueueFull,
@@ -59,6 +60,10 @@ OPENAI_PARAM = {"json_schema": "response_format", "json_object": "response_forma
 
 def api_error(error: ArkqError) -> ApiError:
     """The HTTP answer for an arkq error raised while serving a request."""
+    if isinstance(error, JobIdInUse):
+        # An Idempotency-Key sent again with another body (the IETF draft on idempotency keys: 422).
+        message = f"the Idempotency-Key names a job with another request; nothing was enqueued: {error}"
+        return ApiError(422, message, code="idempotency_key_reused")
     if isinstance(error, InvalidRequest):
         return ApiError(400, str(error), param=OPENAI_PARAM.get(error.field or "", error.field))
     if isinstance(error, TenantLimitReached):

@@ -335,6 +335,11 @@ async def test_a_job_stream_resumes_exactly_where_it_left_off_on_any_gateway(
         assert job["object"] == "arkq.job" and job["status"] == "queued" and job["created_at"]
         again = await alice.post("/v1/jobs", json={"messages": SLOW}, headers={"Idempotency-Key": "story-1"})
         assert again.json()["id"] == job["id"]
+        other = [{"role": "user", "content": "Something else."}]
+        reused = await alice.post(
+            "/v1/jobs", json={"messages": other}, headers={"Idempotency-Key": "story-1"}
+        )
+        assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"
         events_path = f"/v1/jobs/{job['id']}/events"
 
         # Read a few events, drop the connection mid-stream...

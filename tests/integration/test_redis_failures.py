@@ -143,8 +143,8 @@ SAID = {
 READS_WORK = {
     ("watch", "out_of_memory"): exit_codes.TIMEOUT,  # the job is queued, and stays so
     ("watch", "read_only"): exit_codes.TIMEOUT,
-    ("result", "out_of_memory"): exit_codes.NOT_FOUND,  # "no result (not finished)"
-    ("result", "read_only"): exit_codes.NOT_FOUND,
+    ("result", "out_of_memory"): exit_codes.NOT_ENDED,  # "no result yet: it is queued"
+    ("result", "read_only"): exit_codes.NOT_ENDED,
 }
 
 COMMANDS = {
