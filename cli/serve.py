@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
+from arkq.errors import ConfigError
 from config_module import loader
 
 
@@ -29,7 +31,28 @@ def run(args: argparse.Namespace) -> int:
     )
     config = config.model_copy(update={"gateway": settings})
     refuse_open_door(settings.host, Keys(settings.api_keys), insecure_no_auth=args.insecure_no_auth)
-    uvicorn.run(
-        create_app(config), host=settings.host, port=settings.port, log_level="info", access_log=False
+    # Bound here, not by uvicorn, which turns a busy port into a log line and an exit code of its own.
+    sock = listening_socket(settings.host, settings.port)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config), host=settings.host, port=settings.port, log_level="info", access_log=False
+        )
     )
+    server.run(sockets=[sock])
     return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host`:`port`; a port in use (or not ours to take) is a bad setting."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {reason} (is another process on that port? choose one with "
+            "--port or gateway.port)"
+        ) from None
+    return sock

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
+
+from arkq.errors import ConfigError
 
 from .app import STATE, create_app
 from .stats import Stats
@@ -48,15 +51,22 @@ def run(
     def announce(*_: object) -> None:
         print(f"arkq fake LLM serving {model!r} on http://{host}:{port} (OpenAI API at /v1)", flush=True)
 
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        access_log=None,
-        backlog=_BACKLOG,
-        shutdown_timeout=_SHUTDOWN_TIMEOUT,
-        print=announce,
-    )
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            access_log=None,
+            backlog=_BACKLOG,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT,
+            print=announce,
+        )
+    except OSError as error:  # the port is another process's (or not ours to take): a bad setting
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {reason} (is another process on that port? choose one with "
+            "--port)"
+        ) from None
 
 
 @asynccontextmanager
