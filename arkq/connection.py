@@ -31,12 +31,14 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import AbstractBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from arkq.backoff import RedisClientBackoff
 from arkq.errors import ConfigError
+from config_module.loader import redacted
 from config_module.settings import ArkConfig, RedisConfig
 
 _T = TypeVar("_T")
@@ -159,14 +161,6 @@ def connect(config: ArkConfig, url: str | None = None, *, retry_s: float | None 
     return client
 
 
-def redacted(url: str) -> str:
-    """`url` with its password, if any, replaced by ***: fit for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
-
-
 def dead_after_s_of(redis: Redis) -> float:
     """The `redis.dead_after_s` a client was made with (its read timeout, from `connect`), or the
     default for a client made elsewhere, so its pub/sub connections are judged by the same rule."""
@@ -224,3 +218,30 @@ class Heartbeat:
             self._listened, self._pinged = 0.0, False
             if message["type"] in PubSub.PUBLISH_MESSAGE_TYPES:
                 return message
+
+
+def redis_address(redis: Redis) -> str:
+    """The URL `redis` connects to, from its own connection settings: the password never shows."""
+    kwargs = redis.connection_pool.connection_kwargs
+    db = kwargs.get("db", 0)
+    if redis.connection_pool.connection_class is UnixDomainSocketConnection:
+        return f"unix://{kwargs.get('path', '')}?db={db}"
+    scheme = "rediss" if issubclass(redis.connection_pool.connection_class, SSLConnection) else "redis"
+    user = kwargs.get("username") or ""
+    secret = ":***" if kwargs.get("password") else ""
+    at = "@" if user or secret else ""
+    return f"{scheme}://{user}{secret}{at}{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
+
+
+def unreachable_reason(error: BaseException) -> str:
+    """Why a connection to Redis could not be made, in a few words."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused (is redis-server running there?)"
+        if isinstance(seen, socket.gaierror):
+            return f"unknown host ({seen.strerror or seen})"
+        if isinstance(seen, TimeoutError):
+            return "no answer in time (redis.connect_timeout_s)"
+        seen = seen.__cause__ or seen.__context__
+    return str(error) or type(error).__name__

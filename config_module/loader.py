@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import (
@@ -34,6 +35,7 @@ __all__ = [
     "config_path",
     "foreign_env_hints",
     "load_config",
+    "redacted",
     "setting_env_names",
     "unknown_env_keys",
 ]
@@ -159,8 +161,21 @@ def _describe(error: ValidationError, environ: Mapping[str, str], yaml_path: Pat
             source = f"from the environment: {variable}"
         else:
             source = f"from {yaml_path}" if yaml_path is not None else "a default"
-        lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r}, {source})")
+        lines.append(f"  {key}: {item['msg']} (got {_shown(item.get('input'))!r}, {source})")
     return "\n".join(lines)
+
+
+def redacted(url: str) -> str:
+    """`url` with its password, if any, replaced by ***: fit for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def _shown(value: Any) -> Any:
+    """A value as an error message may quote it: a URL's password hidden."""
+    return redacted(value) if isinstance(value, str) and "://" in value else value
 
 
 def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> ArkConfig:

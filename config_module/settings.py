@@ -8,6 +8,7 @@ typo fails at start with the key's name instead of being silently ignored.
 from __future__ import annotations
 
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -43,6 +44,21 @@ class RedisConfig(Section):
     #: A password may be in the URL (redis://:secret@host:6379/0) or in ARK_REDIS__PASSWORD.
     url: str = "redis://localhost:6379/0"
     password: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _a_redis_url(cls, url: str) -> str:
+        # Checked here, so that every process refuses it at start with the setting's name, not deep in
+        # a client that redis-py builds (a worker's pool is built when its settings are imported).
+        scheme = urlsplit(url).scheme
+        if scheme not in {"redis", "rediss", "unix"}:
+            has = f"{scheme}://" if "://" in url else "no scheme"
+            raise ValueError(
+                f"a Redis URL starts with redis://, rediss:// or unix:// (for example "
+                f"redis://localhost:6379/0); this one has {has}"
+            )
+        return url
+
     #: Seconds to connect before a clear error instead of a hang.
     connect_timeout_s: float = Field(5.0, gt=0)
     #: Seconds a worker keeps retrying Redis through an outage (a restart, a failover) before it gives up.

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from arkq.connection import redis_address
 from arkq.redis_failures import name_failure
 
 #: How long dropping the idle connections of a silent Redis may take (closing sends, never waits).
@@ -34,7 +35,7 @@ async def redis_answers_within(
             yield
     except TimeoutError as error:
         await _drop_idle_connections(redis)
-        unanswered = TimeoutError(f"no answer from {where(redis)} within {seconds} s")
+        unanswered = TimeoutError(f"no answer from {redis_address(redis)} within {seconds} s")
         raise name_failure(unanswered, job_id=enqueueing) from error
     except (RedisError, OSError) as error:
         raise name_failure(error, job_id=enqueueing) from error
@@ -44,11 +45,3 @@ async def _drop_idle_connections(redis: Redis) -> None:
     with suppress(RedisError, OSError, TimeoutError):
         async with asyncio.timeout(DROP_IDLE_S):
             await redis.connection_pool.disconnect(inuse_connections=False)
-
-
-def where(redis: Redis) -> str:
-    """The server a client talks to, as a person names it: `host:port`, or the Unix socket's path."""
-    kwargs = redis.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return str(kwargs["path"])
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"

@@ -11,7 +11,7 @@ from typing import Any, Literal, Self, TypedDict, Unpack
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from arkq.connection import connect, redacted
+from arkq.connection import connect, redis_address, unreachable_reason
 from arkq.contract import GenerationRequest, describe_validation_error
 from arkq.envelope import serialize
 from arkq.errors import InvalidRequest, RedisUnavailable
@@ -75,8 +75,8 @@ class Producer:
                 async with redis_answers_within(probe, self.config.redis.connect_timeout_s):
                     await probe.ping()
             except RedisUnavailable as failure:
-                url = redacted(self._redis_url or self.config.redis.url)
-                raise RedisUnavailable(f"{failure} (redis.url is {url})") from failure
+                reason = unreachable_reason(failure.__cause__ or failure)
+                raise RedisUnavailable(f"cannot reach Redis at {redis_address(probe)}: {reason}") from failure
             finally:
                 await probe.aclose()
             self._redis = connect(self.config, self._redis_url)

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.backoff import AbstractBackoff
 from redis.exceptions import RedisError
 
-from arkq.connection import RetryFor, connect
+from arkq.connection import RetryFor, connect, unreachable_reason
 from arkq.errors import ModelError, RedisNotAllowed, RedisReadOnly
 from arkq.keys import WRITE_PROBE_KEY
 from arkq.redis_failures import name_failure
@@ -83,33 +81,6 @@ def log_like_arq() -> None:
             ours.addHandler(handler)
         ours.setLevel(arqs.level)
         ours.propagate = False
-
-
-def redis_address(redis: Redis) -> str:
-    """The URL `redis` connects to, from its own connection settings: the password never shows."""
-    kwargs = redis.connection_pool.connection_kwargs
-    db = kwargs.get("db", 0)
-    if redis.connection_pool.connection_class is UnixDomainSocketConnection:
-        return f"unix://{kwargs.get('path', '')}?db={db}"
-    scheme = "rediss" if issubclass(redis.connection_pool.connection_class, SSLConnection) else "redis"
-    user = kwargs.get("username") or ""
-    secret = ":***" if kwargs.get("password") else ""
-    at = "@" if user or secret else ""
-    return f"{scheme}://{user}{secret}{at}{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
-
-
-def unreachable_reason(error: BaseException) -> str:
-    """Why a connection to Redis could not be made, in a few words."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError):
-            return "connection refused (is redis-server running there?)"
-        if isinstance(seen, socket.gaierror):
-            return f"unknown host ({seen.strerror or seen})"
-        if isinstance(seen, TimeoutError):
-            return "no answer in time (redis.connect_timeout_s)"
-        seen = seen.__cause__ or seen.__context__
-    return str(error) or type(error).__name__
 
 
 class _Announcer:

@@ -9,17 +9,19 @@ import logging
 import math
 import os
 import socket
+import sys
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import func
 
 from arkq.backoff import REDIS_BACKOFF, RedisClientBackoff
-from arkq.connection import redis_options
+from arkq.connection import redis_address, redis_options
 from arkq.envelope import JOB_FUNCTION, deserialize, serialize
+from arkq.errors import ConfigError
 from arkq.keys import health_check_key
 from arkq.lease import LeaseKeeper
-from config_module.loader import config as default_config
+from config_module import loader
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink
 from worker import arq_patches, preflight, wakeup
@@ -40,7 +42,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     per process (its HTTP connection pool is shared by every job the worker runs), the lease keeper
     and the wake-up listener."""
     preflight.log_like_arq()
-    config: ArkConfig = ctx.setdefault("config", default_config)
+    config: ArkConfig = ctx.setdefault("config", loader.config)
     arq_patches.install(log_content=config.worker.log_content)
     ctx[arq_patches.ARKQ_WORKER] = True
     await preflight.refuse_unusable(ctx["redis"])
@@ -62,7 +64,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     logger.info(
         "worker %s: Redis %s, queue %r; LLM server %s, model %r%s",
         ctx["worker_name"],
-        preflight.redis_address(ctx["redis"]),
+        redis_address(ctx["redis"]),
         config.queue.name,
         llm.base_url,
         llm.model_name,
@@ -155,7 +157,7 @@ def redis_pool(config: ArkConfig, url: str | None = None) -> ArqRedis:
     retry = preflight.StartupRetry(RedisClientBackoff(), config.redis.retry_s)
     options = dataclasses.replace(redis_options(config, url), retry=retry)
     pool: ArqRedis = ArqRedis.from_url(options.url, **options.client_kwargs())
-    retry.announcer.where = preflight.redis_address(pool)
+    retry.announcer.where = redis_address(pool)
     pool.job_serializer, pool.job_deserializer = serialize, deserialize
     pool.default_queue_name = config.queue.name
     return pool
@@ -176,15 +178,29 @@ def redis_settings(config: ArkConfig, url: str | None = None) -> RedisSettings:
     return settings
 
 
-#: arq reads settings from the class's own `__dict__` (inherited attributes are ignored), so the class
-#: is built from the options directly.
-WorkerSettings = type(
-    "WorkerSettings",
-    (),
-    {
-        "__doc__": "The settings `arq worker.WorkerSettings` runs with, from the configuration.",
-        **worker_options(default_config),
-        "redis_pool": redis_pool(default_config),
-        "redis_settings": redis_settings(default_config),
-    },
-)
+def _worker_settings() -> type:
+    """The settings class, from the process's configuration.
+
+    arq reads settings from the class's own `__dict__` (inherited attributes are ignored), so the class
+    is built from the options directly. Started by the `arq` command, a bad setting is one line and exit
+    2, as `arkq worker` says it, not the traceback of arq's import."""
+    try:
+        config = loader.config
+        return type(
+            "WorkerSettings",
+            (),
+            {
+                "__doc__": "The settings `arq worker.WorkerSettings` runs with, from the configuration.",
+                **worker_options(config),
+                "redis_pool": redis_pool(config),
+                "redis_settings": redis_settings(config),
+            },
+        )
+    except ConfigError as error:
+        if os.path.basename(sys.argv[0]) != "arq":
+            raise
+        print(f"arkq: {error}", file=sys.stderr)
+        raise SystemExit(2) from None  # 2: a bad setting (cli/exit_codes.py)
+
+
+WorkerSettings = _worker_settings()

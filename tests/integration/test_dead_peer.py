@@ -133,8 +133,8 @@ async def test_enqueue_moves_past_a_dead_connection_and_fails_in_time_on_a_silen
         with pytest.raises(RedisUnavailable) as silent:
             await producer.enqueue([{"role": "user", "content": "into the silence"}])
         # Named for what it is: silence (not a refusal), from which server, and how long it was given.
-        host_port = proxy.url().split("//", 1)[1].split("/", 1)[0]
-        assert f"did not answer: no answer from {host_port} within {connect_timeout_s}" in str(silent.value)
+        said = f"did not answer: no answer from {proxy.url()} within {connect_timeout_s}"
+        assert said in str(silent.value)
         assert time.monotonic() - started < connect_timeout_s + 10
 
         proxy.resume()  # the same producer, not reopened, works again

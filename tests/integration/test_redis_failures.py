@@ -250,7 +250,7 @@ async def test_a_timed_out_enqueue_may_have_happened_and_retrying_it_runs_once(t
 
 @pytest.mark.parametrize(
     ("host", "reason"),
-    [("127.0.0.1", "Connect call failed"), ("nohost.invalid", "Name or service not known")],
+    [("127.0.0.1", "connection refused"), ("nohost.invalid", "unknown host")],
 )
 def test_a_refused_connection_or_an_unknown_host_fails_at_once_naming_the_url(host: str, reason: str) -> None:
     port = free_port() if host == "127.0.0.1" else 6379
@@ -263,5 +263,5 @@ def test_a_refused_connection_or_an_unknown_host_fails_at_once_naming_the_url(ho
     assert time.monotonic() - began < 15, "not after redis.connect_timeout_s (30 s) of trying again"
     assert ran.returncode == exit_codes.REDIS_UNREACHABLE and "Traceback" not in ran.stderr, ran.stderr
     [line] = [line for line in ran.stderr.splitlines() if line.startswith("arkq: ")]
-    assert "cannot reach Redis" in line and reason in line and f"{host}:{port}" in line, line
-    assert f"redis://:***@{host}:{port}/0" in line and "secret" not in ran.stderr
+    assert f"cannot reach Redis at redis://:***@{host}:{port}/0: {reason}" in line, line
+    assert "secret" not in ran.stderr
