@@ -38,6 +38,7 @@ from arkq.errors import (
 from arkq.redis_failures import name_failure
 from cli import exit_codes, jobs
 from cli.help import GATEWAY_ENV, LLM_ENV, WORKER_ENV, Formatter, bench_scenarios, epilog, fake_llm_directives
+from config_module.loader import foreign_env_hints
 
 
 def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], Any]:
@@ -204,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a command. A failure is one line on stderr and the exit code that names it
     (`cli/exit_codes.py`); `--debug` adds the traceback."""
     args = build_parser().parse_args(argv)
+    for hint in foreign_env_hints(os.environ):
+        print(f"arkq: note: {hint}", file=sys.stderr)
     try:
         if args.run is not None:
             return int(asyncio.run(args.run(args)))

@@ -4,15 +4,17 @@ no prompt or answer text in its logs unless `worker.log_content` asks for it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from producer import JobFailed, Producer
-from tests.servers import WorkerFleet, ark_env, free_port, start, wait_until
+from tests.servers import BIN, WorkerFleet, ark_env, free_port, start, wait_until
 
 
 @pytest.fixture
@@ -135,3 +137,39 @@ async def test_log_content_puts_prompts_in_the_worker_log_for_debugging(
     logs = wait_for_line(fleet, f"← {job.id}:generate")
     assert "logging prompts and answers (worker.log_content)" in logs
     assert "'content': 'debug me: 4242'" in logs
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ({"ARK_WORKER__MAX_JOBZ": "1"}, "did you mean ARK_WORKER__MAX_JOBS?"),
+        ({"ARK_REDIS__URL": "http://localhost:6379"}, "redis.url: Value error, a Redis URL starts with"),
+    ],
+)
+def test_arq_started_with_a_bad_setting_says_one_line_and_exits_2(setting: dict[str, str], says: str) -> None:
+    ran = subprocess.run(
+        [str(BIN / "arq"), "worker.WorkerSettings"],
+        env={**os.environ, **setting},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr, ran.stderr
+    assert ran.stderr.startswith("arkq: ") and says in ran.stderr
+
+
+def test_a_variable_meant_for_other_software_gets_a_note(redis_url: str) -> None:
+    ran = subprocess.run(
+        [str(BIN / "arkq"), "result", "no-such-job"],
+        env={**without_redis_url(ark_env(redis_url, "http://127.0.0.1:9/v1")), "REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "arkq: note: REDIS_URL is set, but arkq does not read it: set ARK_REDIS__URL" in ran.stderr
+
+
+def without_redis_url(env: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name != "ARK_REDIS__URL"}
