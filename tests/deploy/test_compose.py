@@ -186,6 +186,15 @@ def test_sglang_runs_the_launch_server_on_the_gpu_with_its_defaults() -> None:
     assert sglang["restart"] == "unless-stopped"
 
 
+def test_the_sglang_image_is_a_pinned_release_by_default_and_in_the_example_env() -> None:
+    for image in (
+        services("gpu")["sglang"]["image"],
+        services("gpu", env_file=ENV_EXAMPLE)["sglang"]["image"],
+    ):
+        name, _, tag = image.partition(":")
+        assert name == "lmsysorg/sglang" and re.fullmatch(r"v\d+\.\d+\.\d+(\.post\d+)?-cu\d+-\w+", tag), image
+
+
 def test_sglang_and_the_workers_follow_the_llm_variables() -> None:
     gpu = services("gpu", env={**CUSTOM_LLM, "LLM_GPUS": "4", "HF_TOKEN": "hf_x", "HF_CACHE": "/srv/hf"})
     command = gpu["sglang"]["command"]
