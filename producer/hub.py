@@ -124,25 +124,35 @@ class Hub:
         readers = self._feeds.setdefault(key, set())
         readers.add(feed)
         if len(readers) == 1:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._connect_wait_s):
-                    await self._connected.wait()
-            if self._heartbeat is not None and self._connected.is_set():
-                # On failure, the dispatch loop finds the connection broken and subscribes on reconnecting.
-                with contextlib.suppress(RedisError):
-                    await self._heartbeat.pubsub.subscribe(key)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._connect_wait_s):
+                        await self._connected.wait()
+                if self._heartbeat is not None and self._connected.is_set():
+                    # On failure, the dispatch loop finds the connection broken and subscribes it again.
+                    with contextlib.suppress(RedisError):
+                        await self._heartbeat.pubsub.subscribe(key)
+            except BaseException:  # the reader went away meanwhile (cancelled): its feed goes with it
+                self._forget(feed)
+                raise
         return feed
 
-    async def leave(self, feed: Feed) -> None:
+    def _forget(self, feed: Feed) -> bool:
+        """Take `feed` out; whether it was its channel's last reader."""
         readers = self._feeds.get(feed.channel)
         if readers is None:
-            return
+            return False
         readers.discard(feed)
-        if not readers:
-            del self._feeds[feed.channel]
-            if self._heartbeat is not None and self._connected.is_set():
-                with contextlib.suppress(RedisError):
-                    await self._heartbeat.pubsub.unsubscribe(feed.channel)
+        if readers:
+            return False
+        del self._feeds[feed.channel]
+        return True
+
+    async def leave(self, feed: Feed) -> None:
+        last = self._forget(feed)
+        if last and self._heartbeat is not None and self._connected.is_set():
+            with contextlib.suppress(RedisError):
+                await self._heartbeat.pubsub.unsubscribe(feed.channel)
 
     async def _run(self) -> None:
         failures = 0
@@ -154,10 +164,13 @@ class Hub:
                 await pubsub.subscribe(*channels)
                 self._heartbeat = Heartbeat(pubsub, self._dead_after_s)
                 self._connected.set()
-                # Readers that came while SUBSCRIBE was on its way found the hub not yet connected.
+                # Readers that came, or left, while SUBSCRIBE was on its way found the hub not connected.
                 arrived = self._feeds.keys() - channels
                 if arrived:
                     await pubsub.subscribe(*arrived)
+                gone = channels - self._feeds.keys() - {b"ark:hub"}  # their last readers left meanwhile
+                if gone:
+                    await pubsub.unsubscribe(*gone)
                 failures = 0
                 while True:
                     message = await self._heartbeat.get_message(timeout=LISTEN_S)

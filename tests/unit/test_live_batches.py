@@ -3,6 +3,7 @@ a gap or a broken connection still sends the reader back to the log."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -108,3 +109,16 @@ async def test_a_reader_too_far_behind_is_sent_back_to_the_log(
     assert feed.waiting() == []
     with pytest.raises(RedisConnectionError):
         await feed.next_event(timeout=1)
+
+
+async def test_a_reader_that_goes_away_while_the_hub_connects_leaves_no_feed_behind(
+    fake_redis: ArqRedis,
+) -> None:
+    hub = Hub(fake_redis, dead_after_s=5, connect_wait_s=30)  # never started: never connected
+    following = asyncio.create_task(hub.follow("ark:tokens:j"))
+    await asyncio.sleep(0.05)
+    assert hub.channels == 1  # waiting for the connection
+    following.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await following
+    assert hub.channels == 0
