@@ -10,6 +10,7 @@ from typing import Any, Literal, Self, TypedDict, Unpack
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError, RedisError
 
 from arkq.connection import connect, redis_address, unreachable_reason
 from arkq.contract import GenerationRequest, describe_validation_error
@@ -75,7 +76,11 @@ class Producer:
                 async with redis_answers_within(probe, self.config.redis.connect_timeout_s):
                     await probe.ping()
             except RedisUnavailable as failure:
-                reason = unreachable_reason(failure.__cause__ or failure)
+                cause = failure.__cause__
+                said_so = isinstance(cause, BusyLoadingError | TimeoutError)  # reached and loading; silent
+                if cause is None or said_so or not isinstance(cause, RedisError | OSError):
+                    raise  # already named as it is
+                reason = unreachable_reason(cause)
                 raise RedisUnavailable(f"cannot reach Redis at {redis_address(probe)}: {reason}") from failure
             finally:
                 await probe.aclose()

@@ -300,15 +300,16 @@ class GenerationJob:
         last_error: ModelError | None = None
         restarts = 0
         while True:
+            if self.publisher.attempts:
+                # The attempt before this one (another worker's, maybe) may still be generating; even a
+                # job about to give up frees its slot.
+                await self.link.abort(self.rid)
             self._check_tries(last_error)
             if last_error is not None:
                 delay = backoff.delay(restarts, last_error.retry_after)
                 logger.warning("job %s: %s; restarting in %.2f s", self.publisher.job_id, last_error, delay)
                 await asyncio.sleep(delay)
                 restarts += 1
-            if self.publisher.attempts:
-                # The attempt before this one (another worker's, maybe) may still be generating.
-                await self.link.abort(self.rid)
             # Not waited for: they are written before anything the attempt streams, and a failure to
             # write them surfaces at the attempt's next event.
             attempt = self.publisher.attempts + 1
@@ -324,8 +325,7 @@ class GenerationJob:
                         plan.tokens,
                     )
                 else:
-                    logger.warning("job %s: attempt %d starts over: %s", self.publisher.job_id, attempt, plan)
-                    await self.publisher.emit(ResetEvent, reason=f"attempt {attempt} starts over: {plan}")
+                    await self._start_over(attempt, plan)
             await self.publisher.emit(
                 StartedEvent, attempt=attempt, worker=self.worker_name, continues=going_on is not None
             )
@@ -333,17 +333,32 @@ class GenerationJob:
             try:
                 return await self._stream(request, budget, going_on)
             except ModelError as error:
-                nothing_new = self.output.first_token_at is None
-                if going_on is not None and nothing_new and error.kind in CONTINUATION_REFUSED:
-                    # Not the job's fault: the server will not continue it. The next attempt starts over.
-                    self.refused = str(error)
-                    last_error = None
-                    continue
-                if not error.retryable:
-                    raise JobEnds.of(error) from error
-                if nothing_new:  # nothing streamed: the link spent the budget
-                    raise JobEnds.of(error, f"{error} (after {budget.sent} requests)") from error
-                last_error = error
+                failure = error
+            if (
+                going_on is not None
+                and self.output.first_token_at is None
+                and failure.kind in CONTINUATION_REFUSED
+            ):
+                # Not the job's fault: the server will not continue it. The same attempt starts over
+                # (a refusal costs the job no try, and the request is given back to its budget).
+                self.refused = str(failure)
+                budget.failed = max(0, budget.failed - 1)
+                await self._start_over(attempt, f"the server refused to continue it ({failure})")
+                self.output = Output()
+                try:
+                    return await self._stream(request, budget, None)
+                except ModelError as error:
+                    failure = error
+            if not failure.retryable:
+                raise JobEnds.of(failure) from failure
+            if self.output.first_token_at is None:  # nothing streamed: the link spent the budget
+                raise JobEnds.of(failure, f"{failure} (after {budget.sent} requests)") from failure
+            last_error = failure
+
+    async def _start_over(self, attempt: int, why: str) -> None:
+        """Void the output published so far (`reset`), saying why it is not continued."""
+        logger.warning("job %s: attempt %d starts over: %s", self.publisher.job_id, attempt, why)
+        await self.publisher.emit(ResetEvent, reason=f"attempt {attempt} starts over: {why}")
 
     def _carry_on(self, request: GenerationRequest) -> Continuation | str:
         """How the next attempt goes on from the output published so far: the `Continuation`, or why it
