@@ -9,17 +9,16 @@ file runs it once before the workers start.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 import sys
 import time
-from typing import Any
-
-import httpx2
 
 from arkq.backoff import Backoff
-from arkq.errors import ArkqError
+from arkq.errors import ModelError
 from cli import exit_codes
 from config_module import loader
+from model_module import ArkModelLink
 
 #: Between two tries while the server is not answering yet (arkq's one backoff policy).
 PATIENCE = Backoff(base_s=0.25, max_s=2.0)
@@ -36,25 +35,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class Unusable(ArkqError):
-    """The server answered, and waiting will not change its answer."""
-
-
 def run(args: argparse.Namespace) -> int:
     llm = loader.config.llm
     base = llm.base_url.rstrip("/")
-    key = llm.api_key.get_secret_value() if llm.api_key else "-"
     deadline = time.monotonic() + max(0.0, args.wait)
     tries = 0
     while True:
         try:
-            served = _served_models(base, key, timeout_s=llm.connect_timeout_s + 5)
+            served = asyncio.run(_served_models())
             break
-        except Unusable as error:
-            print(f"arkq: {base}: {error}", file=sys.stderr)
-            return exit_codes.USAGE
-        except httpx2.HTTPError as error:
-            problem = _describe(error)
+        except ModelError as error:
+            if error.kind == "auth":
+                print(
+                    f"arkq: {base}: refused the API key: set ARK_LLM__API_KEY (LLM_API_KEY) to the "
+                    "server's --api-key",
+                    file=sys.stderr,
+                )
+                return exit_codes.USAGE
+            if error.kind == "bad_response":  # the server answered, and waiting will not change it
+                print(f"arkq: {base}: {error}", file=sys.stderr)
+                return exit_codes.USAGE
+            problem = str(error)
             if _unresolvable(error):
                 deadline = 0.0  # a name that does not resolve will not start answering
         if time.monotonic() >= deadline:
@@ -70,35 +71,10 @@ def run(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
-def _served_models(base: str, key: str, *, timeout_s: float) -> list[Any]:
-    response = httpx2.get(f"{base}/models", headers={"Authorization": f"Bearer {key}"}, timeout=timeout_s)
-    if response.status_code in (401, 403):
-        raise Unusable("refused the API key: set ARK_LLM__API_KEY (LLM_API_KEY) to the server's --api-key")
-    if response.status_code == 404:
-        raise Unusable(
-            "no /models here (HTTP 404): does llm.base_url end in /v1 of an OpenAI-compatible server?"
-        )
-    if response.status_code >= 500:
-        raise httpx2.HTTPStatusError(
-            f"HTTP {response.status_code}", request=response.request, response=response
-        )
-    try:
-        cards = response.json()["data"]
-        return [card["id"] for card in cards]
-    except (ValueError, KeyError, TypeError):
-        kind = response.headers.get("content-type", "no content type")
-        raise Unusable(
-            f"answered HTTP {response.status_code} with {kind}, not a model list "
-            f"({response.text[:80]!r}): does llm.base_url point at an OpenAI-compatible server?"
-        ) from None
-
-
-def _describe(error: httpx2.HTTPError) -> str:
-    cause = error.__cause__ or error.__context__
-    detail = str(error) or type(error).__name__
-    if cause is not None and str(cause) and str(cause) not in detail:
-        detail = f"{detail}: {cause}"
-    return detail
+async def _served_models() -> list[str]:
+    """The models the server at `llm.base_url` serves, asked as the workers ask (`ArkModelLink`)."""
+    async with ArkModelLink() as link:
+        return await link.served_models()
 
 
 def _unresolvable(error: BaseException) -> bool:
