@@ -21,6 +21,14 @@ from cli import exit_codes
 from cli.help import JOBS_ENV, Formatter, epilog
 from producer import Job, Producer
 
+#: What a cancel did, by `Job.cancel()`'s outcome: for `arkq cancel`, and for Ctrl-C in `arkq submit`.
+CANCEL_OUTCOMES = {
+    "cancelled": "cancelled before it started: it will never run",
+    "cancelling": "cancelled: its worker stops the generation",
+    "ended": "not cancelled: it had ended already",
+    "unknown": "not cancelled: Redis does not know it (no such job, or it expired)",
+}
+
 #: How long `arkq submit` waits for a worker to take its job before it says that none has.
 QUEUED_NOTICE_S = 3.0
 
@@ -288,13 +296,7 @@ async def _follow_until_interrupted(job: Job, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return exit_codes.INTERRUPTED
-        said = {
-            "cancelled": "cancelled before it started: it will never run",
-            "cancelling": "cancelled: its worker stops the generation",
-            "ended": "not cancelled: it had ended already",
-            "unknown": "not cancelled: Redis no longer knows it",
-        }
-        print(f"arkq: job {job.id} {said[outcome]}", file=sys.stderr)
+        print(f"arkq: job {job.id} {CANCEL_OUTCOMES[outcome]}", file=sys.stderr)
         return exit_codes.INTERRUPTED
     finally:
         stopping.cancel()
@@ -348,13 +350,7 @@ async def run_result(args: argparse.Namespace) -> int:
 async def run_cancel(args: argparse.Namespace) -> int:
     async with Producer(args.redis_url) as producer:
         outcome = await producer.job(args.job_id).cancel()
-    messages = {
-        "cancelled": "cancelled before it started: it will never run",
-        "cancelling": "running: its worker stops it within a second",
-        "ended": "it had ended already: nothing to cancel",
-        "unknown": "no such job",
-    }
-    print(f"job {args.job_id}: {messages[outcome]}", file=sys.stderr)
+    print(f"job {args.job_id} {CANCEL_OUTCOMES[outcome]}", file=sys.stderr)
     return exit_codes.NOT_FOUND if outcome == "unknown" else exit_codes.OK
 
 
