@@ -13,7 +13,7 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self
 
-from arkq.messages import Message
+from arkq.messages import Message, format_messages
 from arkq.stream_events import StreamEvent, TextDelta
 
 #: A message as the links take it: an ARKOS message object, or the OpenAI wire format's dict.
@@ -38,6 +38,10 @@ class LinkCalls(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Give back the link's connections; the link stays usable."""
+
+    def _format_messages(self, messages: Sequence[MessageLike]) -> list[dict[str, Any]]:
+        """The OpenAI wire format of `messages` (ARKOS's name for it); tool calls and results kept."""
+        return format_messages(messages)
 
     async def generate_stream(self, messages: Sequence[MessageLike]) -> AsyncGenerator[str, None]:
         """The answer's text as it is generated (reasoning and tool calls left out)."""

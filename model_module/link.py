@@ -33,7 +33,6 @@ from pydantic import SecretStr
 
 from arkq.link_calls import LinkCalls, MessageLike
 from arkq.loop_bound import Close, Keeper, close_with_loop, release
-from arkq.messages import format_messages
 from config_module import loader as _config_loader
 from model_module.errors import (
     BODY_PREVIEW_BYTES,
@@ -200,10 +199,6 @@ class ArkModelLink(LinkCalls):
             await client.close()  # a no-op if its loop's shutdown has closed it
 
     # -- requests ---------------------------------------------------------------------------------
-
-    def _format_messages(self, messages: Sequence[MessageLike]) -> list[dict[str, Any]]:
-        """The OpenAI wire format of `messages`; tool calls and tool results are kept."""
-        return format_messages(messages)
 
     def _params(
         self,

@@ -61,7 +61,6 @@ from arkq.errors import (
 )
 from arkq.link_calls import LinkCalls, MessageLike
 from arkq.loop_bound import Keeper, close_with_loop, release
-from arkq.messages import format_messages
 from arkq.stream_events import Finish, ReasoningDelta, StreamEvent, TextDelta, ToolCallDelta
 from config_module import loader
 from config_module.settings import ArkConfig
@@ -201,10 +200,6 @@ class QueuedModelLink(LinkCalls):
             await own.redis.aclose()
 
     # -- calls --------------------------------------------------------------------------------------
-
-    def _format_messages(self, messages: Sequence[MessageLike]) -> list[dict[str, Any]]:
-        """The OpenAI wire format of `messages`, as the worker sends them; tool calls and results kept."""
-        return format_messages(messages)
 
     async def generate_response(
         self, messages: Sequence[MessageLike], json_schema: Mapping[str, Any] | None = None
