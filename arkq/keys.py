@@ -20,6 +20,8 @@
 | `ark:active:T`       | zset    | producer (enqueue.lua): tenant T's live jobs   | a day after the last    |
 | `ark:request:J`      | string  | producer (enqueue.lua): the request's digest   | the job's lifetime      |
 | `ark:probe`          | none    | worker start-up: a DEL, to see writes allowed  | never exists            |
+| `ark:workers:Q`      | hash    | worker: its heartbeat record, JSON, by name    | a day after the last    |
+| `ark:failures:Q`     | list    | worker: the latest failed jobs, newest first   | capped, a day           |
 
 The event channel's prefix is a setting (`streaming.channel_prefix`); an event's index in the log is
 its `seq`, and the log lives `streaming.replay_ttl_s` after its last event; `lease_s` is
@@ -47,6 +49,8 @@ WAKE_PREFIX = "ark:wake:"
 OWNER_PREFIX = "ark:owner:"
 ACTIVE_PREFIX = "ark:active:"
 REQUEST_DIGEST_PREFIX = "ark:request:"
+WORKERS_PREFIX = "ark:workers:"
+FAILURES_PREFIX = "ark:failures:"
 #: Deleted (never written) at worker start-up: a write Redis refuses on a replica or to a user without it.
 WRITE_PROBE_KEY = "ark:probe"
 
@@ -109,3 +113,14 @@ def active_jobs_key(tenant: str) -> str:
 def request_digest_key(job_id: str) -> str:
     """The digest of the job's request: enqueueing its ID again with another request is refused."""
     return REQUEST_DIGEST_PREFIX + job_id
+
+
+def workers_key(queue_name: str) -> str:
+    """Every worker's latest heartbeat record (`arkq.status.WorkerRecord`), by worker name: one read
+    lists the fleet, however large the queue."""
+    return WORKERS_PREFIX + queue_name
+
+
+def failures_key(queue_name: str) -> str:
+    """The latest failed jobs (`arkq.status.Failure`), newest first, capped."""
+    return FAILURES_PREFIX + queue_name

@@ -7,7 +7,7 @@ typo fails at start with the key's name instead of being silently ignored.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -106,6 +106,15 @@ class WorkerConfig(Section):
     health_check_interval_s: float = Field(60.0, gt=0)
     #: Log prompts and answers (arq's job lines) for debugging; off, logs hold job IDs, sizes, timings.
     log_content: bool = False
+    #: `text`: lines for people; `json`: one JSON object per line with `job_id`, `attempt`, `worker`,
+    #: `event` and durations, so one grep finds a job's whole life across workers and gateways.
+    log_format: Literal["text", "json"] = "text"
+    #: Serve Prometheus metrics on this port (`/metrics`); unset, no metrics are kept or served.
+    metrics_port: int | None = Field(None, gt=0, lt=65536)
+    #: The address the metrics port listens on.
+    metrics_host: str = "0.0.0.0"
+    #: Seconds between the worker's heartbeat records in Redis (`arkq status`, the console).
+    heartbeat_s: float = Field(2.0, gt=0)
 
 
 class StreamingConfig(Section):
@@ -139,6 +148,8 @@ class GatewayConfig(Section):
     cancel_on_disconnect: bool = True
     #: Seconds between comment lines on an idle event stream, so proxies keep the connection open.
     sse_heartbeat_s: float = Field(15.0, gt=0)
+    #: As worker.log_format: `text` or `json` lines.
+    log_format: Literal["text", "json"] = "text"
     #: Redis connections one gateway process uses at most for replay reads and commands (its live
     #: events arrive on one more, shared by every reader).
     max_redis_connections: int = Field(6, gt=0)

@@ -24,9 +24,10 @@ from starlette.routing import Route
 
 from arkq.connection import redis_options
 from arkq.errors import ArkqError
+from arkq.status import read_status
 from config_module import loader
 from config_module.settings import ArkConfig
-from gateway import streams
+from gateway import console, streams
 from gateway.auth import Keys
 from gateway.chat import ChatCall, completion, parse_chat_request
 from gateway.errors import ApiError, api_error, not_found_job
@@ -280,6 +281,14 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+async def status(request: Request) -> Response:
+    """The fleet's status (`arkq.status.FleetStatus`, as `arkq status --json` prints it), for any key."""
+    gateway = _gateway(request)
+    gateway.tenant(request)
+    found = await read_status(gateway.redis, gateway.config.queue.name)
+    return JSONResponse(found.model_dump(mode="json"))
+
+
 async def job_object(job: Job) -> dict[str, Any]:
     """The `arkq.job` object: status, and once ended the result or the error."""
     state = await job.state()
@@ -340,6 +349,8 @@ def create_app(config: ArkConfig | None = None, *, redis_url: str | None = None)
             Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/v1/status", status, methods=["GET"]),
+            *console.routes,
         ],
         exception_handlers={ApiError: _api_error, ArkqError: _arkq_error},
         lifespan=lifespan,
