@@ -9,8 +9,9 @@ Endpoints
 ``GET /health``, ``GET /health_generate`` (200, empty body), ``GET /v1/models``,
 ``GET /v1/models/{model}``, ``GET /get_model_info``, ``POST /v1/chat/completions``
 (streamed or not), ``POST /abort_request`` (``{"rid": ...}`` or ``{"abort_all": true}``;
-unknown rids are a no-op 200) and, emulator-only, ``GET /stats`` (live counters, see
-:class:`~fake_llm.stats.Stats`). With ``api_key`` set, everything but ``/health*``,
+unknown rids are a no-op 200), ``GET /metrics`` (SGLang's request metrics under SGLang's
+names, as with ``--enable-metrics``, see :mod:`fake_llm.metrics`) and, emulator-only,
+``GET /stats`` (live counters, see :class:`~fake_llm.stats.Stats`). With ``api_key`` set, everything but ``/health*``,
 ``/metrics`` and ``/stats`` needs ``Authorization: Bearer <key>`` (else 401
 ``{"error": "Unauthorized"}``).
 

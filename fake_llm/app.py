@@ -15,6 +15,7 @@ from . import completion
 from .completion import Turn, fault_error
 from .directives import DirectiveError, Directives, FaultBudget, parse_directives
 from .generation import GrammarError, estimate_prompt_tokens, plan_output
+from .metrics import CONTENT_TYPE, SGLangMetrics
 from .protocol import ChatRequest, EmulatedApiError, parse_chat_request
 from .registry import Registry
 from .stats import Stats
@@ -37,6 +38,10 @@ class FakeLLMState:
     stats: Stats = field(default_factory=Stats)
     registry: Registry = field(default_factory=Registry)
     budget: FaultBudget = field(default_factory=FaultBudget)
+    metrics: SGLangMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = SGLangMetrics(self.model, running=self.registry.__len__)
 
 
 STATE = web.AppKey("arkq_fake_llm_state", FakeLLMState)
@@ -70,6 +75,7 @@ def create_app(
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/abort_request", _abort_request)
     app.router.add_get("/stats", _stats)
+    app.router.add_get("/metrics", _metrics)
     return app
 
 
@@ -186,6 +192,12 @@ async def _stats(request: web.Request) -> web.Response:
     return _json(request.app[STATE].stats.snapshot())
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    """SGLang's metrics (``--enable-metrics``) for this emulator's requests: see :mod:`fake_llm.metrics`."""
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
 async def _abort_request(request: web.Request) -> web.Response:
     """Abort by rid; unknown rids are a silent no-op (200), exactly as in SGLang."""
     state = request.app[STATE]
@@ -210,7 +222,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     stats.requests += 1
     stats.active += 1
     try:
-        return await _chat(request, state)
+        return await _chat(request, state, created=time.monotonic())
     except EmulatedApiError as error:
         stats.errors += 1
         return _error_response(error)
@@ -222,7 +234,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
 UNRECOGNIZED_ARGUMENT = "Unrecognized request argument supplied: "
 
 
-async def _chat(request: web.Request, state: FakeLLMState) -> web.StreamResponse:
+async def _chat(request: web.Request, state: FakeLLMState, *, created: float) -> web.StreamResponse:
     chat = parse_chat_request(await _read_json(request), context_length=state.context_length)
     try:
         faults = state.budget.apply(parse_directives(chat.texts))
@@ -264,6 +276,8 @@ async def _chat(request: web.Request, state: FakeLLMState) -> web.StreamResponse
             itl=(faults.itl_ms if faults.itl_ms is not None else state.itl_ms) / 1000,
             active=active,
             stats=state.stats,
+            metrics=state.metrics,
+            created=created,
         )
         if chat.stream != faults.flip_stream:
             return await completion.stream(request, turn)
