@@ -148,6 +148,9 @@ class ArkModelLink(LinkCalls):
         #: The last request found no server to connect to (refused, unknown host): until one connects
         #: again, aborts are skipped, since they could not reach it either.
         self.server_unreached = False
+        #: Told the outcome of every request the link sends for a generation, retries included: "ok",
+        #: the failure's `ModelError.kind`, or "closed" when the caller stopped reading (worker metrics).
+        self.on_request: Callable[[str], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -238,12 +241,19 @@ class ArkModelLink(LinkCalls):
         budget = self.retry_policy.budget()
         while True:
             budget.sent += 1
+            outcome = "closed"
             try:
-                return await call()
+                found = await call()
+                outcome = "ok"
+                return found
             except ModelError as error:
+                outcome = error.kind
                 delay = self._next_try(error, budget)
                 if delay is None:
                     raise
+            finally:
+                if self.on_request is not None:
+                    self.on_request(outcome)
             await asyncio.sleep(delay)
 
     def _next_try(self, error: ModelError, budget: RequestBudget) -> float | None:
@@ -303,19 +313,27 @@ class ArkModelLink(LinkCalls):
         while True:
             started = False
             budget.sent += 1
+            outcome = "closed"  # the caller stopped reading before the end
             try:
                 async with aclosing(self._stream_once(params)) as events:
                     async for event in events:
                         started = True
+                        if type(event) is Finish:
+                            outcome = "ok"  # the caller may stop reading at the finish
                         yield event
+                outcome = "ok"
                 return
             except ModelError as error:
+                outcome = error.kind
                 delay = None if started else self._next_try(error, budget)
                 if delay is None:
                     raise
                 if error.kind == "timeout" and rid is not None:
                     # The server may still hold the request we gave up on; the retry reuses its rid.
                     await self.abort(rid)
+            finally:
+                if self.on_request is not None:
+                    self.on_request(outcome)
             await asyncio.sleep(delay)
 
     async def _stream_once(self, params: dict[str, Any]) -> AsyncGenerator[StreamEvent, None]:

@@ -42,11 +42,16 @@ from arkq.contract import (
 from arkq.errors import JobEnds, LeaseLost, ModelError
 from arkq.keys import cancel_key
 from arkq.lease import Lease, LeaseKeeper, Stop
+from arkq.logs import JobLogContext, job_context
+from arkq.metrics import REDIS_ERRORS
+from arkq.status import Failure, record_failure
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink, Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from model_module.errors import stream_incomplete
 from model_module.retry import RequestBudget
+from worker.metrics import JobMetrics
 from worker.publisher import EventPublisher
+from worker.stats import WorkerStats
 
 logger = logging.getLogger("arkq.worker")
 
@@ -106,10 +111,6 @@ class Output:
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     first_token_at: float | None = None
 
-    def mark_first(self) -> None:
-        if self.first_token_at is None:
-            self.first_token_at = time.time()
-
     def add_tool_call(self, delta: ToolCallDelta) -> None:
         call = self.tool_calls.setdefault(
             delta.index, {"id": None, "type": "function", "function": {"name": None, "arguments": ""}}
@@ -131,9 +132,11 @@ async def generate(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, 
     """arq entry point: take the job's lease, run it, and end it with one terminal event."""
     leases: LeaseKeeper = ctx["leases"]
     job_id: str = ctx["job_id"]
+    job_context.set(JobLogContext(job_id, ctx["worker_name"]))
     try:
         lease = await leases.acquire(job_id)
     except RedisError as error:
+        REDIS_ERRORS.inc()
         raise RetryJob() from error  # Redis is away: leave the job queued for a later attempt
     if lease is None:
         # Another attempt holds the lease: it is alive (arq let go of its claim on the way). Look
@@ -146,6 +149,7 @@ async def generate(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, 
             # Redis stayed away longer than redis.retry_s. Whatever this attempt got done, the job
             # must not be dropped: arq puts it back in the queue (its lease lapses if Redis is still
             # down), and the next attempt starts over.
+            REDIS_ERRORS.inc()
             logger.warning("job %s: Redis failed (%s); putting the job back", job_id, error)
             raise RetryJob() from error
 
@@ -166,13 +170,20 @@ async def _run(
         # It ended in an attempt whose worker died before arq recorded the end: nothing to add.
         return {"status": "ended before"}
     job = GenerationJob(ctx, publisher, args, kwargs)
-    lease.work = asyncio.create_task(job.run())
+    if publisher.attempts:  # an attempt began before and never ended: this one takes the job over
+        job.metrics.takeover()
+    stats: WorkerStats = ctx["stats"]
+    stats.running += 1
     try:
-        result = await lease.work
-        await job.finish(result)
-    except (asyncio.CancelledError, LeaseLost) as error:
-        return await _stopped(ctx, job, lease, error)
-    return {"status": result.status}
+        lease.work = asyncio.create_task(job.run())
+        try:
+            result = await lease.work
+            await job.finish(result)
+        except (asyncio.CancelledError, LeaseLost) as error:
+            return await _stopped(ctx, job, lease, error)
+        return {"status": result.status}
+    finally:
+        stats.running -= 1
 
 
 async def _stopped(
@@ -208,8 +219,12 @@ class GenerationJob:
         self.redis: Redis = ctx["redis"]
         self.link: ArkModelLink = ctx["link"]
         self.worker_name: str = ctx["worker_name"]
+        self.stats: WorkerStats = ctx["stats"]
+        self.metrics: JobMetrics = ctx["metrics"]
         self.enqueued_at: float = ctx["enqueue_time"].timestamp()
         self.publisher = publisher
+        #: No attempt published output before this one: the job's time to first token is ours to tell.
+        self.first_token_due = not publisher.produced_before
         self.args, self.kwargs = args, kwargs
         self.started_at = time.time()
         self.output = Output()
@@ -277,6 +292,10 @@ class GenerationJob:
         if self.publisher.attempts == 0 and self.started_at - self.enqueued_at > expiry:
             waited = self.started_at - self.enqueued_at
             raise JobEnds("expired", f"queued {waited:.0f} s, past queue.job_expiry_s={expiry}: not run")
+        if self.publisher.attempts == 0:
+            queue_time_s = max(0.0, self.started_at - self.enqueued_at)
+            self.stats.job_started(queue_time_s)
+            self.metrics.started(queue_time_s)
         return parse_payload(self.args, self.kwargs)
 
     def _check_tries(self, last_error: ModelError | None) -> None:
@@ -329,6 +348,10 @@ class GenerationJob:
             await self.publisher.emit(
                 StartedEvent, attempt=attempt, worker=self.worker_name, continues=going_on is not None
             )
+            self.metrics.attempt("first" if attempt == 1 else "continued" if going_on else "restarted")
+            log_context = job_context.get()
+            if log_context is not None:
+                log_context.attempt = attempt
             self.output = Output(text=[going_on.text] if going_on is not None else [])
             try:
                 return await self._stream(request, budget, going_on)
@@ -344,6 +367,7 @@ class GenerationJob:
                 self.refused = str(failure)
                 budget.failed = max(0, budget.failed - 1)
                 await self._start_over(attempt, f"the server refused to continue it ({failure})")
+                self.metrics.attempt("restarted")
                 self.output = Output()
                 try:
                     return await self._stream(request, budget, None)
@@ -410,19 +434,24 @@ class GenerationJob:
             budget=budget,
             sampling=request.sampling(),
         )
+        stats = self.stats
         # aclosing: a job stopped mid-stream closes its HTTP stream at once.
         async with aclosing(stream) as deltas:
             async for delta in deltas:
+                if type(delta) is Finish:
+                    self._finished_stream(len(output.text) - (going_on is not None) + len(output.reasoning))
+                    return delta if going_on is None else going_on.whole(delta)
+                if output.first_token_at is None:
+                    self._first_output()
                 if type(delta) is TextDelta:
-                    output.mark_first()
                     output.text.append(delta.text)
+                    stats.tokens += 1
                     await publisher.emit_text("token", delta.text)
                 elif type(delta) is ReasoningDelta:
-                    output.mark_first()
                     output.reasoning.append(delta.text)
+                    stats.tokens += 1
                     await publisher.emit_text("reasoning", delta.text)
                 elif type(delta) is ToolCallDelta:
-                    output.mark_first()
                     output.add_tool_call(delta)
                     await publisher.emit(
                         ToolCallEvent,
@@ -431,9 +460,19 @@ class GenerationJob:
                         name=delta.name,
                         arguments=delta.arguments,
                     )
-                elif type(delta) is Finish:
-                    return delta if going_on is None else going_on.whole(delta)
         raise stream_incomplete("no finish event")
+
+    def _first_output(self) -> None:
+        self.output.first_token_at = now = time.time()
+        if self.first_token_due:
+            self.first_token_due = False
+            self.metrics.first_token(max(0.0, now - self.enqueued_at))
+
+    def _finished_stream(self, tokens: int) -> None:
+        """The attempt's stream ended: its mean gap between tokens, for the metrics."""
+        first = self.output.first_token_at
+        if first is not None and tokens >= 2:
+            self.metrics.token_gap((time.time() - first) / (tokens - 1))
 
     async def finish(self, result: JobResult) -> None:
         """Store the result and publish the one terminal event, together."""
@@ -452,6 +491,53 @@ class GenerationJob:
         else:
             assert result.error is not None
             await end(result, ErrorEvent, keep, **result.error.model_dump())
+        self.stats.jobs_ended += 1
+        self.metrics.ended(result)
+        self._log_end(result)
+        if result.error is not None:
+            await self._record_failure(result.error)
+
+    def _log_end(self, result: JobResult) -> None:
+        timings = result.timings
+        durations = {
+            "queue_s": round(timings.started_at - timings.enqueued_at, 4),
+            "e2e_s": round(timings.finished_at - timings.enqueued_at, 4),
+        }
+        if timings.first_token_at is not None:
+            durations["ttft_s"] = round(timings.first_token_at - timings.enqueued_at, 4)
+        logger.info(
+            "job %s %s after %.2f s (%d attempt%s)%s",
+            result.job_id,
+            result.status,
+            durations["e2e_s"],
+            result.attempts,
+            "" if result.attempts == 1 else "s",
+            f": {result.error.kind}: {result.error.message}" if result.error is not None else "",
+            extra={
+                "event": "job_ended",
+                "status": result.status,
+                "kind": result.error.kind if result.error is not None else None,
+                "attempts": result.attempts,
+                "finish_reason": result.finish_reason,
+                **durations,
+            },
+        )
+
+    async def _record_failure(self, error: ErrorInfo) -> None:
+        """Add the failure to the fleet's list of latest failures (`arkq status`); the job has ended
+        already, so a Redis that fails here costs the list an entry, nothing more."""
+        failure = Failure(
+            job_id=self.publisher.job_id,
+            kind=error.kind,
+            message=error.message,
+            at=time.time(),
+            worker=self.worker_name,
+        )
+        try:
+            await record_failure(self.redis, self.config.queue.name, failure)
+        except RedisError as failed:
+            REDIS_ERRORS.inc()
+            logger.warning("job %s: not added to the failure list: %s", failure.job_id, failed)
 
 
 def _parse_json(text: str) -> Any:

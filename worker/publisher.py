@@ -164,6 +164,8 @@ class EventPublisher:
         #: What that output is: its answer text in pieces (a token event each), and its event types.
         self.answer: list[str] = []
         self.output_types: set[str] = set()
+        #: An earlier attempt published output, voided since or not: the job's first token is behind it.
+        self.produced_before = any(event.type in OUTPUT_EVENT_TYPES for event in history)
         for event in history:
             self._track(event.type, _answer_text(event))
         self.token = token

@@ -24,8 +24,11 @@ from arkq.lease import LeaseKeeper
 from config_module import loader
 from config_module.settings import ArkConfig
 from model_module import ArkModelLink
-from worker import arq_patches, preflight, wakeup
+from worker import arq_patches, metrics, preflight, wakeup
+from worker.heartbeat import Heartbeat
 from worker.job import generate
+from worker.logs import configure_logs
+from worker.stats import WorkerStats
 
 logger = logging.getLogger("arkq.worker")
 
@@ -41,12 +44,23 @@ async def startup(ctx: dict[str, Any]) -> None:
     the worker for good stops it (`worker.preflight`), then one model link
     per process (its HTTP connection pool is shared by every job the worker runs), the lease keeper
     and the wake-up listener."""
-    preflight.log_like_arq()
     config: ArkConfig = ctx.setdefault("config", loader.config)
+    preflight.log_like_arq()
+    configure_logs(config.worker.log_format)
     arq_patches.install(log_content=config.worker.log_content)
     ctx[arq_patches.ARKQ_WORKER] = True
     await preflight.refuse_unusable(ctx["redis"])
     llm = config.llm
+    ctx["stats"] = WorkerStats()
+    ctx["metrics"] = job_metrics = metrics.JobMetrics(
+        llm.model_name, enabled=config.worker.metrics_port is not None
+    )
+    if config.worker.metrics_port is not None:
+        try:
+            ctx["metrics_server"] = metrics.serve(config.worker.metrics_host, config.worker.metrics_port)
+        except ConfigError as error:
+            logger.error("%s", error)
+            raise SystemExit(2) from None  # 2: a bad setting (cli/exit_codes.py)
     ctx["link"] = ArkModelLink(
         model_name=llm.model_name,
         base_url=llm.base_url,
@@ -60,15 +74,23 @@ async def startup(ctx: dict[str, Any]) -> None:
         backoff_max_s=llm.backoff_max_s,
         max_retry_after_s=llm.max_retry_after_s,
     )
+    if job_metrics.enabled:
+        ctx["link"].on_request = job_metrics.llm_request
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
     logger.info(
-        "worker %s: Redis %s, queue %r; LLM server %s, model %r%s",
+        "worker %s: Redis %s, queue %r; LLM server %s, model %r%s%s",
         ctx["worker_name"],
         redis_address(ctx["redis"]),
         config.queue.name,
         llm.base_url,
         llm.model_name,
         "; logging prompts and answers (worker.log_content)" if config.worker.log_content else "",
+        (
+            f"; metrics on http://{config.worker.metrics_host}:{config.worker.metrics_port}/metrics"
+            if job_metrics.enabled
+            else ""
+        ),
+        extra={"event": "worker_started", "worker": ctx["worker_name"]},
     )
     await preflight.check_llm(ctx["link"])
     leases = LeaseKeeper(
@@ -83,9 +105,20 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["wake_listener"] = asyncio.create_task(
         wakeup.listen(ctx["redis"], config.queue.name, dead_after_s=config.redis.dead_after_s)
     )
+    heartbeat = Heartbeat(
+        ctx["redis"], config, name=ctx["worker_name"], stats=ctx["stats"], job_metrics=job_metrics
+    )
+    heartbeat.start()
+    ctx["heartbeat"] = heartbeat
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    heartbeat: Heartbeat | None = ctx.get("heartbeat")
+    if heartbeat is not None:
+        await heartbeat.stop()
+    server = ctx.get("metrics_server")
+    if server is not None:
+        await asyncio.to_thread(metrics.stop, server)
     listener: asyncio.Task[None] | None = ctx.get("wake_listener")
     if listener is not None:
         listener.cancel()

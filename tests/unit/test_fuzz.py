@@ -29,7 +29,9 @@ from model_module import ArkModelLink
 from producer import InvalidRequest, Producer
 from producer.producer import JOB_ID_PATTERN
 from worker.job import generate
+from worker.metrics import JobMetrics
 from worker.settings import arq_claim_ttl_s
+from worker.stats import WorkerStats
 
 CONFIG = load_config({"ARK_WORKER__MAX_TRIES": "3"})
 ROLES = ("user", "assistant", "system", "tool")
@@ -402,6 +404,8 @@ async def test_every_job_ends_with_exactly_one_terminal_event_and_its_result(
                 claim_ttl_s=arq_claim_ttl_s(CONFIG),
             ),
             "worker_name": "fuzz:1",
+            "stats": WorkerStats(),
+            "metrics": JobMetrics(CONFIG.llm.model_name, enabled=True),
             "job_id": job_id,
             "job_try": 1,
             "enqueue_time": datetime.now(UTC),

@@ -16,7 +16,9 @@ from config_module.loader import load_config
 from fake_llm import running_fake_llm
 from model_module import ArkModelLink
 from worker.job import generate
+from worker.metrics import JobMetrics
 from worker.publisher import EventPublisher
+from worker.stats import WorkerStats
 
 CONFIG = load_config({"ARK_WORKER__MAX_TRIES": "3"})
 REQUEST = {"messages": [{"role": "user", "content": "hello [[arkq:tokens=5]]"}]}
@@ -39,6 +41,8 @@ async def ctx(fake_redis: ArqRedis) -> AsyncIterator[dict[str, Any]]:
             "link": link,
             "leases": leases,
             "worker_name": "test:1",
+            "stats": WorkerStats(),
+            "metrics": JobMetrics(CONFIG.llm.model_name, enabled=True),
             "job_id": "job-1",
             "job_try": 1,
             "enqueue_time": datetime.now(UTC),
