@@ -37,7 +37,17 @@ from arkq.errors import (
 )
 from arkq.redis_failures import name_failure
 from cli import exit_codes, jobs
-from cli.help import GATEWAY_ENV, LLM_ENV, WORKER_ENV, Formatter, bench_scenarios, epilog, fake_llm_directives
+from cli import status as cli_status
+from cli.help import (
+    GATEWAY_ENV,
+    JOBS_ENV,
+    LLM_ENV,
+    WORKER_ENV,
+    Formatter,
+    bench_scenarios,
+    epilog,
+    fake_llm_directives,
+)
 from config_module.loader import foreign_env_hints
 
 
@@ -96,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add("cli.serve", serve)
     serve.set_defaults(run=None, handler=_lazy("cli.serve", "run"))
+
+    status = commands.add_parser(
+        "status",
+        help="the queue and its workers on one screen (--watch, --json)",
+        formatter_class=Formatter,
+        epilog=epilog((exit_codes.OK, exit_codes.USAGE, *exit_codes.REDIS_FAILURES), JOBS_ENV),
+    )
+    cli_status.add_arguments(status)
+    status.set_defaults(run=cli_status.run)
 
     check = commands.add_parser(
         "check-llm",

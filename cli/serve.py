@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 
 from arkq.errors import ConfigError
+from arkq.logs import LogFormat, use_format
 from config_module import loader
 
 
@@ -38,8 +40,21 @@ def run(args: argparse.Namespace) -> int:
             create_app(config), host=settings.host, port=settings.port, log_level="info", access_log=False
         )
     )
+    gateway_logs(settings.log_format)  # after uvicorn.Config, which sets up uvicorn's logging
     server.run(sockets=[sock])
     return 0
+
+
+def gateway_logs(log_format: LogFormat) -> None:
+    """The gateway's own lines (`arkq.gateway`) go where uvicorn's go, in `gateway.log_format`."""
+    handlers = list(logging.getLogger("uvicorn").handlers)
+    ours = logging.getLogger("arkq")
+    for handler in handlers:
+        if handler not in ours.handlers:
+            ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    use_format(handlers, log_format)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,7 +33,10 @@ from gateway import console, streams
 from gateway.auth import Keys
 from gateway.chat import ChatCall, completion, parse_chat_request
 from gateway.errors import ApiError, api_error, not_found_job
+from gateway.metrics import RequestMetrics, metrics
 from producer import Job, Producer
+
+logger = logging.getLogger("arkq.gateway")
 
 #: The name a gateway's Redis connections carry (`CLIENT SETNAME`).
 REDIS_CLIENT_NAME = "arkq-gateway"
@@ -137,13 +142,20 @@ class Gateway:
         return job
 
     async def enqueue(self, call: ChatCall, tenant: str, job_id: str | None = None) -> Job:
-        return await self.producer.enqueue(
+        job = await self.producer.enqueue(
             **call.enqueue,
             metadata=call.metadata,
             job_id=job_id,
             tenant=tenant,
             max_active=self.config.gateway.max_active_jobs_per_key,
         )
+        logger.info(
+            "job %s enqueued for %s",
+            job.id,
+            tenant,
+            extra={"event": "enqueued", "job_id": job.id, "tenant": tenant},
+        )
+        return job
 
     def chat_call(self, body: Any, *, stream_allowed: bool = True) -> ChatCall:
         call = parse_chat_request(
@@ -350,8 +362,10 @@ def create_app(config: ArkConfig | None = None, *, redis_url: str | None = None)
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/v1/status", status, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             *console.routes,
         ],
+        middleware=[Middleware(RequestMetrics)],
         exception_handlers={ApiError: _api_error, ArkqError: _arkq_error},
         lifespan=lifespan,
     )

@@ -18,6 +18,7 @@ from arkq.envelope import serialize
 from arkq.errors import InvalidRequest, RedisUnavailable
 from arkq.keys import ARQ_JOB_EXPIRES_EXTRA_MS
 from arkq.messages import Message
+from arkq.status import FleetStatus, read_status
 from config_module import loader
 from config_module.settings import ArkConfig
 from producer.deadline import redis_answers_within
@@ -105,6 +106,13 @@ class Producer:
         if self._redis is None:
             raise RuntimeError("the producer is not open: use `async with Producer() as p:`")
         return self._redis
+
+    async def status(self) -> FleetStatus:
+        """The queue and its workers now (what `arkq status` shows): jobs queued, deferred and running,
+        each live worker's heartbeat, the latest failures by kind. A few Redis commands, whatever the
+        queue's length."""
+        async with redis_answers_within(self.redis, self.config.redis.connect_timeout_s):
+            return await read_status(self.redis, self.config.queue.name)
 
     def job(self, job_id: str) -> Job:
         """A handle on an existing job."""
