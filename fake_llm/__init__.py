@@ -11,8 +11,8 @@ Endpoints
 (streamed or not), ``POST /abort_request`` (``{"rid": ...}`` or ``{"abort_all": true}``;
 unknown rids are a no-op 200), ``GET /metrics`` (SGLang's request metrics under SGLang's
 names, as with ``--enable-metrics``, see :mod:`fake_llm.metrics`) and, emulator-only,
-``GET /stats`` (live counters, see :class:`~fake_llm.stats.Stats`). With ``api_key`` set, everything but ``/health*``,
-``/metrics`` and ``/stats`` needs ``Authorization: Bearer <key>`` (else 401
+``GET /stats`` (live counters, see :class:`~fake_llm.stats.Stats`). With ``api_key`` set,
+everything but ``/health*``, ``/metrics`` and ``/stats`` needs ``Authorization: Bearer <key>`` (else 401
 ``{"error": "Unauthorized"}``).
 
 Generation

@@ -76,7 +76,10 @@ def test_each_profile_runs_one_llm_server_under_the_same_name() -> None:
     assert set(services("cpu")) == {"redis", "fake-llm", "llm-check", "worker"}
     assert set(services("redis-port")) == {"redis", "redis-port", "llm-check", "worker"}
     everything = services("*")
-    assert set(everything) == {"redis", "redis-port", "sglang", "fake-llm", "llm-check", "worker", "gateway"}
+    assert set(everything) == {
+        *("redis", "redis-port", "sglang", "fake-llm", "llm-check", "worker", "gateway"),
+        *("prometheus", "grafana"),  # the monitoring profile: tests/deploy/test_monitoring.py
+    }
     for name in ("sglang", "fake-llm"):  # the workers reach whichever runs as `llm`
         assert everything[name]["networks"]["default"]["aliases"] == ["llm"]
     assert everything["worker"]["environment"]["ARK_LLM__BASE_URL"] == "http://llm:30000/v1"
@@ -108,7 +111,8 @@ def test_redis_persists_to_a_named_volume_with_aof_and_is_not_published() -> Non
 def test_redis_is_published_only_by_the_opt_in_profile_on_localhost() -> None:
     config = compose_config("*")
     published = {name for name, service in config["services"].items() if service.get("ports")}
-    assert published == {"redis-port", "gateway"}  # the gateway publishes HTTP only (below)
+    # The gateway publishes HTTP only (below); Prometheus and Grafana their UIs (test_monitoring.py).
+    assert published == {"redis-port", "gateway", "prometheus", "grafana"}
     forwarder = config["services"]["redis-port"]
     assert forwarder["profiles"] == ["redis-port"]
     [port] = forwarder["ports"]

@@ -56,14 +56,15 @@ async def test_a_streamed_and_a_plain_request_are_counted_with_their_tokens_and_
     server: FakeLLMServer,
 ) -> None:
     before = await scrape(server.url)  # open without the key, as SGLang leaves /metrics
-    assert before["sglang:num_requests_total"] == 0 and before["sglang:time_to_first_token_seconds_count"] == 0
+    assert before["sglang:num_requests_total"] == 0
+    assert before["sglang:time_to_first_token_seconds_count"] == 0
 
     async with openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-x", max_retries=0) as client:
         messages: Any = [{"role": "user", "content": "Twenty words. [[arkq:tokens=20]]"}]
         stream = await client.chat.completions.create(
             model=MODEL, messages=messages, stream=True, stream_options={"include_usage": True}
         )
-        usage = [chunk.usage async for chunk in stream if chunk.usage][0]
+        [usage] = [chunk.usage async for chunk in stream if chunk.usage]
         plain = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=7)
     assert plain.usage is not None and plain.usage.completion_tokens == 7
 
@@ -92,13 +93,15 @@ async def test_running_requests_are_a_gauge_and_an_abort_counts_as_aborted(serve
         "rid": "slow-1",
         "messages": [{"role": "user", "content": "slow [[arkq:tokens=500 itl_ms=20]]"}],
     }
-    async with aiohttp.ClientSession(headers=headers) as session:
-        async with session.post(server.base_url + "/chat/completions", json=body) as response:
-            await response.content.readline()  # the first token is out
-            assert (await scrape(server.url))["sglang:num_running_reqs"] == 1
-            async with session.post(server.url + "/abort_request", json={"rid": "slow-1"}) as aborted:
-                assert aborted.status == 200
-            await response.read()
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.post(server.base_url + "/chat/completions", json=body) as response,
+    ):
+        await response.content.readline()  # the first token is out
+        assert (await scrape(server.url))["sglang:num_running_reqs"] == 1
+        async with session.post(server.url + "/abort_request", json={"rid": "slow-1"}) as aborted:
+            assert aborted.status == 200
+        await response.read()
     after = await scrape(server.url)
     assert after["sglang:num_running_reqs"] == 0
     assert after["sglang:num_requests_total"] == 1 and after["sglang:num_aborted_requests_total"] == 1
