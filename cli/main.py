@@ -182,14 +182,14 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.redis_url is not None:
         # The configuration, which the worker's settings load on import (below), reads it.
         os.environ["ARK_REDIS__URL"] = args.redis_url
-    from arq.logs import default_log_config
     from arq.worker import run_worker as run_arq_worker
 
     from config_module import loader
     from worker import WorkerSettings
+    from worker.logs import log_config
     from worker.preflight import check_before_start
 
-    logging.config.dictConfig(default_log_config(args.verbose))
+    logging.config.dictConfig(log_config(args.verbose, loader.config.worker.log_format))
     asyncio.run(check_before_start(loader.config))
     run_arq_worker(WorkerSettings, burst=args.burst)
     return exit_codes.OK

@@ -26,7 +26,9 @@ rely on: `tests/unit/test_arq_internals.py` fails, saying what to re-check, when
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -40,8 +42,10 @@ from redis.exceptions import RedisError
 from arkq import scripts
 from arkq.backoff import REDIS_BACKOFF
 from arkq.keys import ARQ_CLAIM_PREFIX
+from arkq.logs import LogFormat
 from arkq.redis_failures import name_failure
 from worker import wakeup
+from worker.logs import log_config
 
 logger = logging.getLogger("arkq.worker")
 
@@ -179,3 +183,14 @@ def install(*, log_content: bool = False) -> None:
     arq.worker.poll = wakeup.wakeable_poll  # type: ignore[attr-defined]  # arq has no hook: see above
     arq.worker.Worker._poll_iteration = poll_round  # type: ignore[method-assign, assignment]  # see above
     _installed = True
+
+
+def use_log_config(log_format: LogFormat) -> None:
+    """Have arq's command (`arq worker.WorkerSettings`) set up logging as `arkq worker` does
+    (`worker.logs.log_config`), so that its first lines are in `worker.log_format` too.
+
+    arq's `cli` imports the settings, then calls `default_log_config(verbose)` through its own module's
+    name for it: replacing that name, when arq's command is what runs, is the hook."""
+    command = sys.modules.get("arq.cli")
+    if command is not None:
+        command.default_log_config = functools.partial(log_config, log_format=log_format)  # type: ignore[attr-defined]  # see above

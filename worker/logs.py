@@ -9,9 +9,12 @@ ID from the line's arguments instead, and names the event by arq's arrow. Checke
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+from arq.logs import default_log_config
 
 from arkq.envelope import JOB_FUNCTION
-from arkq.logs import LogFormat, use_format
+from arkq.logs import JobContextFilter, JsonFormatter, LogFormat, use_format
 
 #: arq's marks in its job lines, and the event each stands for.
 ARQ_EVENTS = {
@@ -49,3 +52,18 @@ def configure_logs(log_format: LogFormat) -> None:
     for handler in handlers:
         if not any(isinstance(existing, ArqJobLines) for existing in handler.filters):
             handler.addFilter(ArqJobLines())
+
+
+def log_config(verbose: bool, log_format: LogFormat) -> dict[str, Any]:
+    """arq's own logging configuration (its handler and levels), which the worker's lines (`arkq`, the
+    LLM link's `model_module`) share, in `log_format` from the first line on. `arkq worker` applies it;
+    for `arq worker.WorkerSettings`, `arq_patches.use_log_config` has arq's command apply it."""
+    config = default_log_config(verbose)
+    handler, level = config["handlers"]["arq.standard"], config["handlers"]["arq.standard"]["level"]
+    config["filters"] = {"arkq.job": {"()": JobContextFilter}, "arkq.arq_lines": {"()": ArqJobLines}}
+    handler["filters"] = ["arkq.job", "arkq.arq_lines"]
+    if log_format == "json":
+        config["formatters"]["arq.standard"] = {"()": JsonFormatter}
+    for name in ("arkq", "model_module"):
+        config["loggers"][name] = {"handlers": ["arq.standard"], "level": level, "propagate": False}
+    return config

@@ -219,6 +219,7 @@ def _worker_settings() -> type:
     2, as `arkq worker` says it, not the traceback of arq's import."""
     try:
         config = loader.config
+        arq_patches.use_log_config(config.worker.log_format)
         return type(
             "WorkerSettings",
             (),
