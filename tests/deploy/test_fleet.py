@@ -58,8 +58,11 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, in
 
 
 def worker_env(service: str, redis_url: str, base_url: str, **compose_env: str) -> dict[str, str]:
-    """The service's environment from the compose model, pointed at the test's Redis and emulator."""
-    ark = compose_services(**compose_env)[service]["environment"]
+    """The service's environment from the compose model, pointed at the test's Redis and emulator. Without
+    the metrics port: each container has one of its own, processes on one host would share it
+    (tests/deploy/test_monitoring.py starts a worker with it)."""
+    ark = dict(compose_services(**compose_env)[service]["environment"])
+    ark.pop("ARK_WORKER__METRICS_PORT", None)
     return process_env(ark, ARK_REDIS__URL=redis_url, ARK_LLM__BASE_URL=base_url)
 
 
