@@ -13,9 +13,6 @@ from redis.exceptions import RedisError
 from arkq.connection import redis_address
 from arkq.redis_failures import name_failure
 
-#: How long dropping the idle connections of a silent Redis may take (closing sends, never waits).
-DROP_IDLE_S = 1.0
-
 
 @asynccontextmanager
 async def redis_answers_within(
@@ -42,6 +39,13 @@ async def redis_answers_within(
 
 
 async def _drop_idle_connections(redis: Redis) -> None:
-    with suppress(RedisError, OSError, TimeoutError):
-        async with asyncio.timeout(DROP_IDLE_S):
-            await redis.connection_pool.disconnect(inuse_connections=False)
+    """Close the pool's idle connections, each at once (no wait for the close to complete).
+
+    Not redis-py's `pool.disconnect(inuse_connections=False)`: it closes them concurrently and waits
+    for each, so a caller that takes one from the pool meanwhile sends on a connection being closed
+    under it (`Connection lost`, or an AttributeError on its writer). Closed here without awaiting
+    anything, none can be taken half-closed; the next caller to take one reconnects it."""
+    pool = redis.connection_pool
+    for connection in list(pool._available_connections):
+        with suppress(RedisError, OSError):
+            await connection.disconnect(nowait=True)  # returns without suspending
