@@ -30,6 +30,7 @@ from bench.load import (
     summary_ms,
     totals,
 )
+from bench.processes import free_port
 from bench.stack import Stack, cpu_seconds, rss_bytes
 from model_module import ArkModelLink
 from producer import Producer, QueuedModelLink
@@ -69,6 +70,10 @@ class Plan:
     agent_repetitions: int = 3
     agent_calls: int = 60
     agent_tokens: int = 8
+    #: Metrics on against off: repetitions of each (the median is reported, the order alternates), and
+    #: how often the worker's /metrics is scraped meanwhile (Prometheus would, every few seconds).
+    metrics_repetitions: int = 5
+    metrics_scrape_s: float = 1.0
 
 
 FULL = Plan()
@@ -89,6 +94,7 @@ QUICK = Plan(
     gateway_readers=2,
     gateway_tokens=20,
     agent_calls=5,
+    metrics_repetitions=1,
 )
 
 
@@ -497,6 +503,58 @@ def _short_answer(tokens: int, tag: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"[[arkq:tokens={tokens}]] a short answer, please ({tag})"}]
 
 
+async def metrics(bench: Bench) -> Outcome:
+    """What the worker's Prometheus metrics cost: its CPU per token flat out (`flat_out`'s figure) with
+    `worker.metrics_port` set, while /metrics is scraped every `metrics_scrape_s`, against the same
+    worker without metrics, each the median of `metrics_repetitions` rounds, on and off alternating
+    which goes first. Within 5%, or the metrics are not invisible."""
+    plan = bench.plan
+    rounds: list[dict[str, float]] = []
+    for repetition in range(plan.metrics_repetitions):
+        found: dict[str, float] = {}
+        for mode in ("off", "on") if repetition % 2 == 0 else ("on", "off"):
+            if mode == "off":
+                bench.stack.restart_workers(1)
+                flat = await bench.flat_out(plan.flat_streams, plan.flat_tokens)
+                found[mode] = flat["worker_cpu_us_per_token"]
+                continue
+            port = free_port()
+            bench.stack.restart_workers(1, worker__metrics_port=str(port), worker__metrics_host="127.0.0.1")
+            scraper = asyncio.create_task(_scrape(port, plan.metrics_scrape_s))
+            flat = await bench.flat_out(plan.flat_streams, plan.flat_tokens)
+            if scraper.done():  # a scrape failed: the figure would be of a worker not scraped
+                scraper.result()
+            scraper.cancel()
+            found[mode] = flat["worker_cpu_us_per_token"]
+        rounds.append(found)
+    bench.stack.restart_workers(1)
+    off = statistics.median(r["off"] for r in rounds)
+    on = statistics.median(r["on"] for r in rounds)
+    figures: dict[str, Any] = {
+        "worker_cpu_us_per_token_metrics_off": off,
+        "worker_cpu_us_per_token_metrics_on": on,
+        "ratio_on_off": on / off,
+        "scrape_interval_s": plan.metrics_scrape_s,
+        "streams": plan.flat_streams,
+        "tokens_per_stream": plan.flat_tokens,
+        "rounds": rounds,
+    }
+    return Outcome(
+        figures,
+        [Check("worker CPU per token, metrics on / off", figures["ratio_on_off"], 1.05, "x")],
+    )
+
+
+async def _scrape(port: int, every_s: float) -> None:
+    """Read the worker's /metrics every `every_s` until cancelled, as Prometheus would."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                response.raise_for_status()
+                await response.read()
+            await asyncio.sleep(every_s)
+
+
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 SCENARIOS: dict[str, Scenario] = {
     "emulator": emulator,
@@ -508,4 +566,5 @@ SCENARIOS: dict[str, Scenario] = {
     "scaling": scaling,
     "gateway": gateway,
     "agent_call": agent_call,
+    "metrics": metrics,
 }

@@ -81,6 +81,17 @@ class Stack:
             self.fleet.start(count - len(alive))
         return [process.popen.pid for process in self.fleet.alive()]
 
+    def restart_workers(self, count: int, **settings: str) -> list[int]:
+        """Exactly `count` fresh workers, with `settings` (`worker__metrics_port="9100"` style) on top of
+        the stack's own; settings not given go back to the stack's."""
+        for process in self.fleet.alive():
+            process.stop()
+        base = ark_env(self.redis_url, self.llm_url, worker__max_jobs=str(self.max_jobs))
+        base.pop("ARK_WORKER__POLL_DELAY_S")
+        base.update({f"ARK_{key.upper()}": value for key, value in settings.items()})
+        self.fleet.env = base
+        return self.workers(count)
+
     def worker_cpu_s(self) -> float:
         return sum(cpu_seconds(process.popen.pid) for process in self.fleet.alive())
 
