@@ -43,6 +43,7 @@ from arkq import scripts
 from arkq.backoff import REDIS_BACKOFF
 from arkq.keys import ARQ_CLAIM_PREFIX
 from arkq.logs import LogFormat
+from arkq.metrics import REDIS_ERRORS
 from arkq.redis_failures import name_failure
 from worker import wakeup
 from worker.logs import log_config
@@ -134,6 +135,7 @@ async def poll_round(worker: arq.worker.Worker) -> None:
         await worker.heart_beat()
         worker.ctx[_FAILED_ROUNDS] = 0
     except RedisError as error:
+        REDIS_ERRORS.inc()
         failed = worker.ctx.get(_FAILED_ROUNDS, 0)
         worker.ctx[_FAILED_ROUNDS] = failed + 1
         delay = REDIS_BACKOFF.delay(failed)

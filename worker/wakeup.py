@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from arkq.backoff import REDIS_BACKOFF
 from arkq.connection import Heartbeat
 from arkq.keys import wake_channel
+from arkq.metrics import REDIS_ERRORS
 
 logger = logging.getLogger("arkq.worker")
 
@@ -65,6 +66,7 @@ async def listen(redis: Redis, queue_name: str, *, dead_after_s: float) -> None:
                 if await heartbeat.get_message(timeout=dead_after_s) is not None:
                     _wake.set()
         except RedisError as error:  # a Redis restart or a dead peer: polling covers the gap, listen again
+            REDIS_ERRORS.inc()
             delay = REDIS_BACKOFF.delay(failures)
             failures += 1
             logger.warning("wake-up channel lost (%s); listening again in %.2f s", error, delay)
