@@ -65,15 +65,12 @@ export async function api(path, { method = "GET", body, headers = {} } = {}) {
   return parsed;
 }
 
-/** Ask `/v1/status` with `candidate` (or no key): "in", "refused" (401, with its message) or "down". */
+/** Ask `/v1/status` with `candidate` (or no key): "in", "refused" (401) or "down" (with why). */
 async function probe(candidate) {
   const headers = candidate ? { Authorization: `Bearer ${candidate}` } : {};
   try {
     const response = await fetch("/v1/status", { headers, cache: "no-store" });
-    if (response.status === 401) {
-      const body = await response.json().catch(() => null);
-      return { outcome: "refused", message: new ApiError(401, body).message };
-    }
+    if (response.status === 401) return { outcome: "refused" };
     // Any other answer (a 503 when Redis is away, too) means the key was accepted.
     return { outcome: "in" };
   } catch (error) {
@@ -113,8 +110,9 @@ export async function signIn(start) {
     }
   };
   const forget = () => {
+    // The playground's job goes too: the next key may not see it.
     key = null;
-    sessionStorage.removeItem(KEY_ITEM);
+    sessionStorage.clear();
   };
 
   onRefused = (error) => {
@@ -144,7 +142,7 @@ export async function signIn(start) {
       $("#key").value = "";
       enter(true);
     } else if (found.outcome === "refused") {
-      message.textContent = `That key was refused: ${found.message}`;
+      message.textContent = "That key was refused: it is not one of the gateway's keys (gateway.api_keys).";
       $("#key").select();
     } else {
       message.textContent = `Not signed in: ${found.message}`;
@@ -155,10 +153,9 @@ export async function signIn(start) {
     const found = await probe(key);
     if (found.outcome === "in") return enter(Boolean(key));
     if (found.outcome === "refused") {
-      const refused = key ? found.message : sessionStorage.getItem(REFUSED_ITEM);
+      const refused = Boolean(key) || sessionStorage.getItem(REFUSED_ITEM) !== null;
       forget();
-      sessionStorage.removeItem(REFUSED_ITEM);
-      return showSignIn(refused ? `The key this tab signed in with was refused: ${refused}` : "");
+      return showSignIn(refused ? "The key this tab signed in with is no longer accepted: sign in again." : "");
     }
     showSignIn(`${found.message}; trying again…`);
     await new Promise((resolve) => setTimeout(resolve, 2000));

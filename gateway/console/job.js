@@ -28,10 +28,12 @@ async function load() {
   follow(job.events_url, -1, {
     onEvent(event) {
       events.add(event);
-      if (ended(current)) return; // replaying a job that has ended: its result is on the page
+      // The text as it streams; for a job that ended without an answer, what it said before it ended.
+      if (!current.result && event.type === "token") $("#answer").append(event.text);
+      if (!current.result && event.type === "reset") $("#answer").textContent = "";
+      partial();
+      if (ended(current)) return; // replaying a job that has ended: its status is on the page
       if (event.type === "started") showStatus("running", describe(event));
-      else if (event.type === "token") $("#answer").append(event.text);
-      else if (event.type === "reset") $("#answer").textContent = "";
       else if (TERMINAL.has(event.type)) {
         // The result is stored before the end is published: read it now.
         api(`/v1/jobs/${encodeURIComponent(id)}`).then(show, (error) => showStatus(event.type, error.message));
@@ -58,6 +60,11 @@ function showStatus(status, detail) {
   $("#job-detail").textContent = detail || "";
 }
 
+/** Say so when the text shown is not an answer but what a job that failed or was cancelled streamed. */
+function partial() {
+  $("#answer-note").hidden = !ended(current) || Boolean(current.result) || !$("#answer").textContent;
+}
+
 /** Draw the `arkq.job` object: status, timings, and the result or the error once it has ended. */
 function show(job) {
   current = job;
@@ -78,6 +85,7 @@ function show(job) {
       h("tr", { "data-timing": name }, h("th", { text: name }), h("td", { class: "num", text: value })),
     ),
   );
+  partial();
   if (job.result) {
     const result = job.result;
     $("#answer").textContent = result.text ?? "";
