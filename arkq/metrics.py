@@ -11,6 +11,8 @@ Everything goes in prometheus-client's default registry, which also carries the 
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from prometheus_client import Counter, Gauge
 
 from arkq.status import FleetStatus
@@ -61,3 +63,11 @@ def show_fleet(status: FleetStatus, model_name: str) -> None:
     RUNNING_REQS.labels(model_name).set(status.running)
     DEFERRED_REQS.labels(model_name).set(status.deferred)
     WORKERS_ALIVE.labels(model_name).set(status.workers_alive)
+
+
+def hide_fleet(model_name: str) -> None:
+    """Drop the fleet gauges when Redis could not be read: a stale reading would stand, and a dashboard
+    taking the `max` over every process would show it as current (a drained queue as still deep)."""
+    for gauge in (QUEUE_REQS, RUNNING_REQS, DEFERRED_REQS, WORKERS_ALIVE):
+        with suppress(KeyError):  # never set, or dropped already
+            gauge.remove(model_name)

@@ -2,7 +2,8 @@
 
 Workers write two small records (`arkq.keys`): each its heartbeat (`WorkerRecord`) in one hash per
 queue, every `worker.heartbeat_s`, and each failed job's kind and message in a capped list. A reader
-needs four commands whatever the size of the queue (two `ZCOUNT`s of the queue, the hash, the list),
+needs five commands whatever the size of the queue (Redis's clock, two `ZCOUNT`s of the queue, the
+hash, the list),
 so the status of a queue of 100,000 jobs costs what the status of an empty one does.
 
 Running jobs stay in arq's queue until they end, so the jobs waiting to start are the due ones less
@@ -11,7 +12,6 @@ those the live workers say they run: a figure as fresh as the last heartbeats.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,6 +52,8 @@ class WorkerRecord(BaseModel):
     tokens_per_s: float = 0.0
     #: Mean time from enqueue to start of the jobs it started in the last minute; None when none.
     queue_time_s: float | None = None
+    #: How many jobs that mean is over.
+    jobs_started: int = 0
     metrics_port: int | None = None
 
     def alive(self, now: float) -> bool:
@@ -99,9 +101,17 @@ class FleetStatus(BaseModel):
     failures: list[FailureGroup] = Field(default_factory=list)
 
 
+async def redis_time(redis: Redis) -> float:
+    """Redis's clock, the one clock every worker and reader shares: a heartbeat is stamped with it and
+    judged by it, so a host whose clock is off neither looks dead nor has live workers forgotten."""
+    seconds, microseconds = await reply(redis.time())
+    return int(seconds) + int(microseconds) / 1_000_000
+
+
 async def read_status(redis: Redis, queue_name: str, *, now: float | None = None) -> FleetStatus:
-    """Read the fleet's status: a constant number of Redis commands, however long the queue."""
-    now = time.time() if now is None else now
+    """Read the fleet's status: a constant number of Redis commands, however long the queue. `now`
+    defaults to Redis's clock (`redis_time`)."""
+    now = await redis_time(redis) if now is None else now
     now_ms = int(now * 1000)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zcount(queue_name, "-inf", now_ms)
@@ -114,7 +124,8 @@ async def read_status(redis: Redis, queue_name: str, *, now: float | None = None
         await reply(redis.hdel(workers_key(queue_name), *forgotten))
     alive = [worker for worker in workers if worker.alive(now)]
     running = sum(worker.running for worker in alive)
-    started = [w for w in alive if w.queue_time_s is not None]
+    started = sum(worker.jobs_started for worker in alive if worker.queue_time_s is not None)
+    waited = sum(w.queue_time_s * w.jobs_started for w in alive if w.queue_time_s is not None)
     return FleetStatus(
         at=now,
         queue=queue_name,
@@ -124,11 +135,7 @@ async def read_status(redis: Redis, queue_name: str, *, now: float | None = None
         workers=workers,
         workers_alive=len(alive),
         tokens_per_s=round(sum(worker.tokens_per_s for worker in alive), 1),
-        queue_time_s=(
-            sum(w.queue_time_s for w in started if w.queue_time_s is not None) / len(started)
-            if started
-            else None
-        ),
+        queue_time_s=waited / started if started else None,
         failures=group_failures(_failures(raw_failures)),
     )
 

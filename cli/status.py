@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import re
 import sys
 import time
 
+from arkq.errors import RedisFailure
 from arkq.status import FleetStatus, WorkerRecord
 from cli import exit_codes
 from producer import Producer
 
 #: Characters of a failure's message shown on the screen (`--json` has all of it).
 MESSAGE_WIDTH = 70
+#: Characters that would garble a terminal: a server's error text may hold any.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,22 +40,46 @@ async def run(args: argparse.Namespace) -> int:
         print("arkq: --watch: SECONDS must be more than 0", file=sys.stderr)
         return exit_codes.USAGE
     async with Producer(args.redis_url) as producer:
-        while True:
+        if args.watch is None:
+            show(await producer.status(), as_json=args.json, redraw=False)
+            return exit_codes.OK
+        try:
+            await watch(producer, args.watch, as_json=args.json)
+        except asyncio.CancelledError:  # Ctrl-C: how a watch ends, whenever it comes
+            return exit_codes.OK
+    return exit_codes.OK
+
+
+async def watch(producer: Producer, every_s: float, *, as_json: bool) -> None:
+    """Show the status every `every_s` until cancelled. A Redis that fails is shown, not fatal: the
+    watch goes on and shows the fleet again once Redis answers."""
+    while True:
+        try:
             found = await producer.status()
-            if args.json:
-                print(found.model_dump_json(), flush=True)
+        except RedisFailure as error:
+            if as_json:
+                print(json.dumps({"at": time.time(), "error": str(error)}), flush=True)
             else:
-                screen = render(found)
-                if args.watch is not None and sys.stdout.isatty():
-                    sys.stdout.write("\x1b[H\x1b[2J")  # home, clear: the screen redraws in place
-                sys.stdout.write(screen)
-                sys.stdout.flush()
-            if args.watch is None:
-                return exit_codes.OK
-            try:
-                await asyncio.sleep(args.watch)
-            except asyncio.CancelledError:
-                return exit_codes.OK
+                _draw(
+                    f"{time.strftime('%H:%M:%S')}  {error}; trying again every {every_s:g} s\n", redraw=True
+                )
+        else:
+            show(found, as_json=as_json, redraw=True)
+        await asyncio.sleep(every_s)
+
+
+def show(found: FleetStatus, *, as_json: bool, redraw: bool) -> None:
+    if as_json:
+        print(found.model_dump_json(), flush=True)
+    else:
+        _draw(render(found), redraw=redraw)
+
+
+def _draw(screen: str, *, redraw: bool) -> None:
+    if redraw and sys.stdout.isatty():
+        sys.stdout.write("\x1b[H\x1b[2J")  # home, clear: the screen redraws in place
+    sys.stdout.write(screen)
+    sys.stdout.flush()
 
 
 def render(status: FleetStatus) -> str:
@@ -75,7 +104,7 @@ def render(status: FleetStatus) -> str:
     if status.failures:
         lines.append(f"  latest failures, by kind   {'COUNT':>5}  {'LAST':>8}  MESSAGE")
         for group in status.failures:
-            message = group.last_message.replace("\n", " ")
+            message = _CONTROL.sub(" ", group.last_message)
             if len(message) > MESSAGE_WIDTH:
                 message = message[: MESSAGE_WIDTH - 1] + "…"
             lines.append(f"  {group.kind:<26} {group.count:>5}  {_ago(now - group.last_at):>8}  {message}")
@@ -97,14 +126,14 @@ def _worker_line(worker: WorkerRecord, now: float) -> str:
 
 
 def _ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    if seconds < 86_400:
-        return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
-    return f"{seconds // 86_400:.0f}d{seconds % 86_400 // 3600:02.0f}h"
+    whole = round(max(0.0, seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86_400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86_400}d{whole % 86_400 // 3600:02d}h"
 
 
 def _seconds(value: float | None) -> str:

@@ -26,7 +26,6 @@ from starlette.routing import Route
 
 from arkq.connection import redis_options
 from arkq.errors import ArkqError
-from arkq.status import read_status
 from config_module import loader
 from config_module.settings import ArkConfig
 from gateway import console, streams
@@ -294,10 +293,16 @@ async def readyz(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """The fleet's status (`arkq.status.FleetStatus`, as `arkq status --json` prints it), for any key."""
+    """The fleet's status (`arkq.status.FleetStatus`, as `arkq status --json` prints it), for any key.
+
+    With keys, several tenants share the fleet: the failures are told by kind, count and time only,
+    not by job ID or message, which are other tenants' business."""
     gateway = _gateway(request)
     gateway.tenant(request)
-    found = await read_status(gateway.redis, gateway.config.queue.name)
+    found = await gateway.producer.status()
+    if gateway.keys:
+        for group in found.failures:
+            group.last_job_id, group.last_message = "", ""
     return JSONResponse(found.model_dump(mode="json"))
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from arkq.metrics import REDIS_ERRORS, REQUEST_BUCKETS, show_fleet
+from arkq.metrics import REDIS_ERRORS, REQUEST_BUCKETS, hide_fleet, show_fleet
 from arkq.status import read_status
 
 if TYPE_CHECKING:
@@ -68,9 +68,18 @@ class RequestMetrics:
         finally:
             if stream_route is not None:
                 SSE_OPEN.labels(stream_route).dec()
-            route, method = _route(scope), scope["method"]
+            route, method = _route(scope), _method(scope)
             HTTP_REQUESTS.labels(route, method, str(status)).inc()
             HTTP_DURATION.labels(route, method).observe(time.perf_counter() - started)
+
+
+#: Methods counted by name; any other (a client may send what it likes) is `other`.
+_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
+
+
+def _method(scope: Scope) -> str:
+    method: str = scope["method"]
+    return method if method in _METHODS else "other"
 
 
 def _route(scope: Scope) -> str:
@@ -82,13 +91,14 @@ def _route(scope: Scope) -> str:
 async def metrics(request: Request) -> Response:
     """`GET /metrics`: Prometheus's text format. Open, as SGLang's is: it holds counts and timings,
     no prompts, keys or job contents. The fleet gauges are read from Redis first; a Redis that does
-    not answer leaves them as they were and counts an error, the scrape still succeeds."""
+    not answer drops them and counts an error, and the scrape still succeeds."""
     gateway: Gateway = request.app.state.gateway
     try:
         async with asyncio.timeout(gateway.config.redis.connect_timeout_s):
             found = await read_status(gateway.redis, gateway.config.queue.name)
     except (RedisError, OSError):  # OSError: a timeout too
         REDIS_ERRORS.inc()
+        hide_fleet(gateway.config.llm.model_name)
     else:
         show_fleet(found, gateway.config.llm.model_name)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -44,14 +43,16 @@ class Heartbeat:
         self.job_metrics = job_metrics
         self._task: asyncio.Task[None] | None = None
 
-    def record(self) -> status.WorkerRecord:
+    def record(self, now: float) -> status.WorkerRecord:
+        """The record as of `now` (Redis's clock: `arkq.status.redis_time`)."""
         worker, llm = self.config.worker, self.config.llm
+        queue_time_s, jobs_started = self.stats.queue_times()
         return status.WorkerRecord(
             name=self.name,
             host=socket.gethostname(),
             pid=os.getpid(),
             started_at=self.stats.started_at,
-            seen_at=time.time(),
+            seen_at=now,
             interval_s=worker.heartbeat_s,
             model=llm.model_name,
             running=self.stats.running,
@@ -59,17 +60,20 @@ class Heartbeat:
             jobs_ended=self.stats.jobs_ended,
             tokens=self.stats.tokens,
             tokens_per_s=round(self.stats.tokens_per_s(), 1),
-            queue_time_s=self.stats.queue_time_s(),
+            queue_time_s=queue_time_s,
+            jobs_started=jobs_started,
             metrics_port=worker.metrics_port,
         )
 
     async def beat(self) -> None:
         """Write the record once (and, with metrics on, read the fleet's status into the gauges)."""
         queue = self.config.queue.name
-        await status.write_heartbeat(self.redis, queue, self.record())
+        now = await status.redis_time(self.redis)
+        await status.write_heartbeat(self.redis, queue, self.record(now))
         if self.job_metrics.enabled:
             self.job_metrics.running(self.stats.running)
-            metrics.show_fleet(await status.read_status(self.redis, queue), self.config.llm.model_name)
+            found = await status.read_status(self.redis, queue)
+            metrics.show_fleet(found, self.config.llm.model_name)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._keep_beating(), name="arkq-heartbeat")
@@ -89,6 +93,7 @@ class Heartbeat:
                 await self.beat()
             except RedisError as error:  # the poll rounds say Redis is away; a late beat is harmless
                 metrics.REDIS_ERRORS.inc()
+                metrics.hide_fleet(self.config.llm.model_name)  # not the last reading, as if current
                 logger.debug("heartbeat not written: %s", error)
             except Exception:  # never let the heartbeat die: the fleet would list the worker as gone
                 logger.exception("heartbeat failed unexpectedly")

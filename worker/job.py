@@ -367,7 +367,6 @@ class GenerationJob:
                 self.refused = str(failure)
                 budget.failed = max(0, budget.failed - 1)
                 await self._start_over(attempt, f"the server refused to continue it ({failure})")
-                self.metrics.attempt("restarted")
                 self.output = Output()
                 try:
                     return await self._stream(request, budget, None)
@@ -498,18 +497,22 @@ class GenerationJob:
             await self._record_failure(result.error)
 
     def _log_end(self, result: JobResult) -> None:
+        """The job's end, in one line with its durations (as its result's `timings` names them)."""
         timings = result.timings
         durations = {
-            "queue_s": round(timings.started_at - timings.enqueued_at, 4),
-            "e2e_s": round(timings.finished_at - timings.enqueued_at, 4),
+            name: round(value, 4)
+            for name, value in (
+                ("queued_s", timings.queued_s),
+                ("ttft_s", timings.ttft_s),
+                ("total_s", timings.total_s),
+            )
+            if value is not None
         }
-        if timings.first_token_at is not None:
-            durations["ttft_s"] = round(timings.first_token_at - timings.enqueued_at, 4)
         logger.info(
             "job %s %s after %.2f s (%d attempt%s)%s",
             result.job_id,
             result.status,
-            durations["e2e_s"],
+            timings.total_s,
             result.attempts,
             "" if result.attempts == 1 else "s",
             f": {result.error.kind}: {result.error.message}" if result.error is not None else "",

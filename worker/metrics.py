@@ -12,6 +12,7 @@ observes each gap, which would cost a histogram update per token here.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Iterable
@@ -163,9 +164,11 @@ def serve(host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
     try:
         return start_http_server(port, addr=host)
     except OSError as error:
+        hint = ""
+        if error.errno == errno.EADDRINUSE:
+            hint = "; another process has it (a second worker on one host needs its own port)"
         raise ConfigError(
-            f"worker.metrics_port: cannot listen on {host}:{port} ({error.strerror or error}); another "
-            f"process has it (a second worker on this host needs its own port: ARK_WORKER__METRICS_PORT)"
+            f"worker.metrics_port: cannot listen on {host}:{port} ({error.strerror or error}){hint}"
         ) from None
 
 

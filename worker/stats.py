@@ -52,10 +52,12 @@ class WorkerStats:
         elapsed = now - then
         return (self.tokens - tokens_then) / elapsed if elapsed > 0 else 0.0
 
-    def queue_time_s(self, now: float | None = None) -> float | None:
-        """The mean queue time of the jobs started in the last minute; None when none started."""
+    def queue_times(self, now: float | None = None) -> tuple[float | None, int]:
+        """The mean queue time of the jobs started in the last minute (None when none started), and
+        their number."""
         now = time.monotonic() if now is None else now
         times = self._queue_times
         while times and now - times[0][0] > WINDOW_S:
             times.popleft()
-        return sum(seconds for _, seconds in times) / len(times) if times else None
+        mean = sum(seconds for _, seconds in times) / len(times) if times else None
+        return mean, len(times)

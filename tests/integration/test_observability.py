@@ -19,7 +19,7 @@ import redis
 
 from arkq.errors import JobFailed
 from producer import Producer
-from tests.servers import BIN, WorkerFleet, ark_env, free_port, start_gateway
+from tests.servers import BIN, WorkerFleet, ark_env, free_port, start_gateway, start_redis
 from tests.waiting import until, wait_until
 
 QUEUE = "arq:queue"
@@ -72,7 +72,7 @@ def test_status_of_a_queue_of_100000_jobs_reads_a_handful_of_keys(redis_url: str
     data_commands = {
         name for name in used if not name.startswith(("client", "hello", "ping", "info", "config"))
     }
-    assert data_commands <= {"zcount", "hgetall", "lrange", "hdel"}, used
+    assert data_commands <= {"time", "zcount", "hgetall", "lrange", "hdel"}, used
     assert used.get("zcount") == 2 and sum(used.values()) < 15, used
 
 
@@ -238,6 +238,50 @@ def test_one_grep_finds_a_jobs_life_in_the_gateways_and_the_workers_json_logs(
         and ended["attempt"] == 1
         and ended["worker"].endswith(f":{fleet.processes[0].popen.pid}")
     )
-    assert 0 <= ended["queue_s"] <= ended["ttft_s"] <= ended["e2e_s"]
+    assert (
+        ended["queued_s"] >= 0
+        and ended["ttft_s"] >= 0
+        and ended["queued_s"] + ended["ttft_s"] <= ended["total_s"]
+    )
     for line in fleet.processes[0].log().splitlines():
         json.loads(line)  # every worker line is JSON, arq's own included
+
+
+def test_a_silent_redis_gets_a_503_from_status_drops_the_fleet_gauges_and_does_not_end_a_watch(
+    fake_llm: str, tmp_path: Path
+) -> None:
+    server, redis_url = start_redis(tmp_path)
+    env = ark_env(redis_url, fake_llm, redis__connect_timeout_s="1")
+    process, url = start_gateway(tmp_path, env)
+    watching = subprocess.Popen(
+        [str(BIN / "arkq"), "status", "--watch", "0.3", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert watching.stdout is not None
+    try:
+        assert "error" not in json.loads(watching.stdout.readline())
+        assert 'arkq_num_queue_reqs{model_name="tgi"}' in scrape(url + "/metrics")
+        server.popen.send_signal(signal.SIGSTOP)  # Redis stops answering, its connections stay open
+        try:
+            with httpx2.Client(base_url=url, timeout=30) as http:
+                began = time.monotonic()
+                answer = http.get("/v1/status")
+                took = time.monotonic() - began
+            assert answer.status_code == 503 and answer.json()["error"]["code"] == "redis_unavailable"
+            assert took < 10
+            assert 'arkq_num_queue_reqs{model_name="tgi"}' not in scrape(url + "/metrics")
+            wait_until(lambda: "error" in json.loads(watching.stdout.readline()), 30, "the watch to say so")
+        finally:
+            server.popen.send_signal(signal.SIGCONT)
+        wait_until(lambda: "error" not in json.loads(watching.stdout.readline()), 30, "the watch to recover")
+        watching.send_signal(signal.SIGINT)
+        _, errors = watching.communicate(timeout=10)
+        assert watching.returncode == 0 and "Traceback" not in errors
+    finally:
+        if watching.poll() is None:
+            watching.kill()
+        process.stop()
+        server.stop()

@@ -15,9 +15,10 @@ from arkq.status import (
     WorkerRecord,
     read_status,
     record_failure,
+    redis_time,
     write_heartbeat,
 )
-from cli.status import render
+from cli.status import _ago, render
 
 QUEUE = "arq:queue"
 
@@ -69,10 +70,10 @@ async def test_a_silent_worker_is_listed_but_not_counted_and_a_long_gone_one_is_
 ) -> None:
     now = time.time()
     await write_heartbeat(
-        fake_redis, QUEUE, worker("alive:1", seen_ago=1, running=2, now=now, queue_time_s=0.5)
+        fake_redis, QUEUE, worker("alive:1", seen_ago=1, running=2, now=now, queue_time_s=0.5, jobs_started=4)
     )
     await write_heartbeat(
-        fake_redis, QUEUE, worker("silent:2", seen_ago=30, running=7, now=now, queue_time_s=9)
+        fake_redis, QUEUE, worker("silent:2", seen_ago=30, running=7, now=now, queue_time_s=9, jobs_started=2)
     )
     await write_heartbeat(fake_redis, QUEUE, worker("gone:3", seen_ago=FORGET_AFTER_S + 1, now=now))
     await fake_redis.hset(workers_key(QUEUE), "garbage:4", b"{not json")
@@ -113,3 +114,28 @@ async def test_the_screen_shows_the_figures(fake_redis: ArqRedis) -> None:
     assert "silent 20s" in next(line for line in screen.splitlines() if "host:78" in line)
     assert "timeout" in screen and "too slow" in screen
     assert json.loads((await read_status(fake_redis, QUEUE, now=now)).model_dump_json())["queued"] == 1230
+
+
+async def test_the_fleets_queue_time_is_the_mean_over_its_jobs_not_over_its_workers(
+    fake_redis: ArqRedis,
+) -> None:
+    now = time.time()
+    busy = worker("busy:1", seen_ago=0, now=now, queue_time_s=0.001, jobs_started=1000)
+    await write_heartbeat(fake_redis, QUEUE, busy)
+    await write_heartbeat(
+        fake_redis, QUEUE, worker("idle:2", seen_ago=0, now=now, queue_time_s=10.0, jobs_started=1)
+    )
+    found = await read_status(fake_redis, QUEUE, now=now)
+    assert found.queue_time_s is not None and abs(found.queue_time_s - (1 + 10) / 1001) < 1e-9
+
+
+async def test_liveness_is_judged_by_redis_clock_not_the_readers(fake_redis: ArqRedis) -> None:
+    """A heartbeat stamped with Redis's time is alive by Redis's time, whatever the reader's clock."""
+    now = await redis_time(fake_redis)
+    await write_heartbeat(fake_redis, QUEUE, worker("w:1", seen_ago=0, now=now, running=1))
+    found = await read_status(fake_redis, QUEUE)
+    assert found.workers_alive == 1 and abs(found.at - now) < 5
+
+
+def test_durations_on_screen_never_show_sixty_seconds() -> None:
+    assert [_ago(s) for s in (59.6, 119.6, 3599.7, 86_399.9)] == ["1m00s", "2m00s", "1h00m", "1d00h"]
