@@ -32,6 +32,24 @@ that message's text, as SGLang's does: when the text begins the conversation's o
 interrupted and continued any number of times ends up the uninterrupted one; other text is
 followed by other words. Only the new tokens are streamed and counted.
 
+Pacing
+------
+Per request (``--pacing per-request``, the default): each request waits ``--ttft-ms`` for its first
+token, then ``--itl-ms`` a token, on a timer of its own, however many requests run.
+
+Batched (``--pacing batched``), as a GPU running SGLang paces them: one decode clock for the server.
+Each decode step gives every running request its next token, and the chunks of one step are written
+together; a step takes ``--step-ms`` + ``--step-ms-per-request`` x the running requests (defaults
+15 + 0.05: 15 ms for one stream, 27.8 ms for 256, 40.6 ms for 512, like an 8B model on one H100). A new
+request waits for the step in progress to end, then for a prefill of all the waiting requests,
+``--prefill-ms`` + ``--prefill-ms-per-token`` x their prompt tokens (defaults 15 + 0.03), which holds
+the running requests back, as SGLang runs a prefill batch instead of a decode step; its first token
+comes out of the prefill, the next ones out of the steps it then joins. An abort takes the request out
+at the end of the step in progress. A request with its own ``ttft_ms``/``itl_ms`` directive keeps its
+own timer, out of the batch. ``/stats`` reports ``pacing``, ``batch`` (the running requests),
+``steps`` and ``prefills``; ``/metrics`` counts the requests waiting for a prefill as queued.
+:mod:`fake_llm.batching` says which parts of SGLang's scheduler this follows.
+
 Fault directives
 ----------------
 Any message may contain directives; their text is ignored for generation::
@@ -43,10 +61,12 @@ Any message may contain directives; their text is ignored for generation::
 ``tokens=N``           exactly N content tokens (plain text only), before ``max_tokens``
 ``reasoning=N``        N ``reasoning_content`` tokens before the content (as with
                        ``--reasoning-parser``)
-``ttft_ms=X``          delay before the first token, for this request
+``ttft_ms=X``          delay before the first token, for this request (with batched pacing,
+                       either key puts the request on its own timer, out of the batch)
 ``itl_ms=X``           delay between tokens, for this request
 ``stamp=1``            streamed only: each content token's text is the Unix time its chunk is
-                       written (``f" {time.time():.6f}"``, taken after the pacing sleep), so a
+                       written (``f" {time.time():.6f}"``, taken after the pacing sleep; with
+                       batched pacing the time of the step, the same for all its chunks), so a
                        client can measure per-token delivery latency as receive time minus
                        stamp; reasoning tokens, tool-call fragments and token counts are
                        unchanged; non-streamed answers ignore it
@@ -88,7 +108,8 @@ as SGLang answers it, and counts in ``Stats.not_found``.
 from __future__ import annotations
 
 from .app import create_app
+from .batching import BatchingConfig
 from .server import FakeLLMServer, run, running_fake_llm
 from .stats import Stats
 
-__all__ = ["FakeLLMServer", "Stats", "create_app", "run", "running_fake_llm"]
+__all__ = ["BatchingConfig", "FakeLLMServer", "Stats", "create_app", "run", "running_fake_llm"]

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from . import completion
+from .batching import BatchingConfig, DecodeClock
 from .completion import Turn, fault_error
 from .directives import DirectiveError, Directives, FaultBudget, parse_directives
 from .generation import GrammarError, estimate_prompt_tokens, plan_output
@@ -35,13 +36,25 @@ class FakeLLMState:
     itl_ms: float
     context_length: int
     api_key: str | None
+    batching: BatchingConfig | None = None  # None: each request paced on its own timer
     stats: Stats = field(default_factory=Stats)
     registry: Registry = field(default_factory=Registry)
     budget: FaultBudget = field(default_factory=FaultBudget)
+    clock: DecodeClock | None = field(init=False, default=None)
     metrics: SGLangMetrics = field(init=False)
 
     def __post_init__(self) -> None:
-        self.metrics = SGLangMetrics(self.model, running=self.registry.__len__)
+        if self.batching is not None:
+            self.clock = DecodeClock(self.batching, self.stats)
+            self.stats.pacing = "batched"
+        self.metrics = SGLangMetrics(self.model, running=self._running, queued=self._queued)
+
+    def _queued(self) -> int:
+        """Requests waiting for their prefill (batched pacing; per request, none ever waits)."""
+        return self.clock.waiting if self.clock is not None else 0
+
+    def _running(self) -> int:
+        return len(self.registry) - self._queued()
 
 
 STATE = web.AppKey("arkq_fake_llm_state", FakeLLMState)
@@ -54,19 +67,36 @@ def create_app(
     itl_ms: float = 0,
     context_length: int = 32768,
     api_key: str | None = None,
+    batching: BatchingConfig | None = None,
 ) -> web.Application:
-    """Build the emulator application (see the package docstring for its behaviour)."""
+    """Build the emulator application (see the package docstring for its behaviour).
+
+    ``ttft_ms``/``itl_ms`` pace each request on its own timer; ``batching`` paces them all with one
+    decode clock instead (:mod:`fake_llm.batching`), and then leaves no default per-request delay to
+    set (a request's own ``ttft_ms``/``itl_ms`` directive still puts it on its own timer)."""
     if ttft_ms < 0 or itl_ms < 0:
         raise ValueError("ttft_ms and itl_ms must not be negative")
     if context_length < 1:
         raise ValueError("context_length must be positive")
+    if batching is not None and (ttft_ms or itl_ms):
+        raise ValueError(
+            "ttft_ms and itl_ms pace each request on its own timer; with batching the decode clock paces "
+            "them (step_ms, step_ms_per_request, prefill_ms, prefill_ms_per_token)"
+        )
     state = FakeLLMState(
-        model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, context_length=context_length, api_key=api_key
+        model=model,
+        ttft_ms=ttft_ms,
+        itl_ms=itl_ms,
+        context_length=context_length,
+        api_key=api_key,
+        batching=batching,
     )
     middlewares = [_auth_middleware(api_key)] if api_key else []
     middlewares.append(_not_found_middleware(state.stats))
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     app[STATE] = state
+    if state.clock is not None:
+        app.on_cleanup.append(_closer(state.clock))
     app.router.add_get("/health", _health)
     app.router.add_get("/health_generate", _health)
     app.router.add_get("/v1/models", _models)
@@ -80,6 +110,13 @@ def create_app(
 
 
 # -- plumbing ----------------------------------------------------------------------------
+
+
+def _closer(clock: DecodeClock) -> Callable[[web.Application], Awaitable[None]]:
+    async def close(app: web.Application) -> None:
+        await clock.close()
+
+    return close
 
 
 def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -265,6 +302,8 @@ async def _chat(request: web.Request, state: FakeLLMState, *, created: float) ->
         return await completion.reject_stream(request, message=message, code=400, usage=usage)
 
     active = state.registry.open(rid)
+    # A request that sets its own pacing keeps its own timer, out of the batch.
+    own_timer = faults.ttft_ms is not None or faults.itl_ms is not None
     try:
         turn = Turn(
             request=chat,
@@ -278,6 +317,7 @@ async def _chat(request: web.Request, state: FakeLLMState, *, created: float) ->
             stats=state.stats,
             metrics=state.metrics,
             created=created,
+            clock=None if own_timer else state.clock,
         )
         if chat.stream != faults.flip_stream:
             return await completion.stream(request, turn)

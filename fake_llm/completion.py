@@ -1,5 +1,10 @@
 """Delivering a planned completion over HTTP, streamed or not, with pacing and faults.
 
+Pacing is per request (each request sleeps ``ttft`` then ``itl`` a token on its own timer) or batched
+(the request joins the server's :class:`~fake_llm.batching.DecodeClock`, which hands every running
+request its next token at each decode step; see :mod:`fake_llm.batching`). Everything after the tokens
+(finish, usage, ``[DONE]``, faults, disconnects) is the same in both.
+
 The stream follows SGLang's ``_generate_chat_stream``: the role chunk goes out together
 with the first output, each token is its own chunk, ``finish_reason`` arrives in a chunk
 of its own, then the usage chunk (only with ``stream_options.include_usage``) and
@@ -13,18 +18,20 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
+from .batching import DecodeClock, Slot
 from .directives import Directives
 from .generation import OutputPlan
 from .metrics import SGLangMetrics
 from .protocol import ChatRequest, EmulatedApiError
 from .registry import ActiveRequest
 from .stats import Stats
-from .wire import DONE, ChunkEncoder, completion_body, dumps, stream_error_event, usage_dict
+from .wire import DONE, ChunkEncoder, completion_body, dumps, escape, stream_error_event, usage_dict
 
 __all__ = ["Turn", "complete", "fault_error", "fault_message", "login_page", "reject_stream", "stream"]
 
@@ -90,6 +97,7 @@ class Turn:
     stats: Stats
     metrics: SGLangMetrics
     created: float  # time.monotonic() when the request arrived
+    clock: DecodeClock | None = None  # batched pacing; None: the request's own timer (ttft, itl)
 
     def observe(self, sent: int, first_token: float | None, last_token: float | None, aborted: bool) -> None:
         """The request has ended: its SGLang metrics (once per request, see :mod:`fake_llm.metrics`)."""
@@ -125,39 +133,44 @@ class Turn:
     def reasoning_sent(self, sent: int) -> int:
         return min(sent, len(self.plan.reasoning))
 
+    @property
+    def target(self) -> int:
+        """Tokens to generate before the answer ends or its injected fault fires."""
+        return min(self.plan.completion_tokens, self.fault_after)
+
 
 def _tool_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"  # SGLang's format for every parser but kimi_k2
 
 
-_Chunk = bytes | Callable[[], bytes]  # a callable is rendered at write time, after the pacing sleep
+#: A token's chunk; ``b""`` for a token that adds no visible text, None for a ``stamp`` token, whose
+#: chunk is rendered when it is written.
+_Chunk = bytes | None
 
 
-def _stamp_chunk(encoder: ChunkEncoder) -> Callable[[], bytes]:
-    """A content chunk whose text is the Unix time it is rendered at (``stamp`` directive).
-
-    Rendered right before the write, so a client can take (receive time - stamp) as the
-    delivery latency of each token, with the server's own pacing already excluded.
-    """
-    return lambda: encoder.content(f" {time.time():.6f}")
+@lru_cache(maxsize=1)
+def _stamp_json(stamp: float) -> bytes:
+    """The JSON text of a ``stamp`` token: the Unix time ``stamp``. Every chunk of a decode step carries
+    the step's time, so it is rendered once for all of them."""
+    return escape(f" {stamp:.6f}")
 
 
 def _token_chunks(turn: Turn, encoder: ChunkEncoder) -> Iterator[_Chunk]:
-    """One chunk per output token; ``b""`` for a token that adds no visible text.
+    """One chunk per output token.
 
-    With ``stamp`` each visible content token is a callable instead, which
-    :func:`_send_tokens` renders only after the pacing sleep, so the time it carries is
-    the moment of the write.
+    With ``stamp`` each visible content token is None instead, rendered (:func:`_stamp_json`) only
+    when it is written, so that the time it carries is the moment of the write: a client takes
+    (receive time - stamp) as the delivery latency of the token, the server's pacing excluded.
     """
     plan = turn.plan
-    stamp = _stamp_chunk(encoder) if turn.faults.stamp else None
+    stamp = turn.faults.stamp
     for token in plan.reasoning:
         yield encoder.reasoning(token) if token else b""
     for token in plan.content:
         if not token:
             yield b""
         else:
-            yield encoder.content(token) if stamp is None else stamp
+            yield None if stamp else encoder.content(token)
     if plan.tool_name is not None:
         yield encoder.tool_call_start(_tool_call_id(), plan.tool_name)
         for fragment in plan.tool_args:
@@ -177,6 +190,7 @@ class _Progress:
     role_sent: bool = False
     first_at: float | None = None  # time.monotonic() of the first output's write
     last_at: float | None = None  # and of the last one's
+    disconnected: bool = False  # a write found the client gone (batched pacing)
 
 
 async def _send_tokens(
@@ -196,7 +210,7 @@ async def _send_tokens(
         await active.sleep(max(0.0, due - loop.time()))
         if active.aborted:
             return
-        chunk = planned() if callable(planned) else planned
+        chunk = encoder.content_json(_stamp_json(time.time())) if planned is None else planned
         if not progress.role_sent:
             chunk = encoder.role() + chunk
             progress.role_sent = True
@@ -206,6 +220,67 @@ async def _send_tokens(
         if progress.first_at is None:
             progress.first_at = progress.last_at
         progress.sent += 1
+
+
+class _StepWriter:
+    """Writes one stream's tokens as the decode clock hands them out (batched pacing).
+
+    Called by the clock for every running request at every step, so it is kept to the least work: the
+    token's chunk is already rendered (a ``stamp`` token's text is rendered once per step), and it goes
+    straight to the socket in HTTP/1.1 chunked framing, without the coroutine (and its possible wait
+    for the reader) of ``StreamResponse.write``: the clock does not wait for any one reader, as SGLang's
+    scheduler does not; what a reader has not read stays in its socket's buffer. A client found gone
+    leaves its request in the batch, unwritten, until the answer is done or the request is aborted, as
+    :func:`_linger` keeps it with per-request pacing.
+    """
+
+    __slots__ = ("_chunked", "_chunks", "_encoder", "_progress", "_request", "_stats")
+
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        turn: Turn,
+        encoder: ChunkEncoder,
+        progress: _Progress,
+    ) -> None:
+        self._request = request
+        self._chunked = response.headers.get(hdrs.TRANSFER_ENCODING) == "chunked"  # else HTTP/1.0: raw
+        self._chunks = _token_chunks(turn, encoder)
+        self._encoder = encoder
+        self._progress = progress
+        self._stats = turn.stats
+
+    def __call__(self, stamp: float) -> None:
+        progress = self._progress
+        planned = next(self._chunks)
+        if progress.disconnected:
+            return
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            progress.disconnected = True
+            self._stats.disconnected += 1
+            return
+        chunk = self._encoder.content_json(_stamp_json(stamp)) if planned is None else planned
+        if not progress.role_sent:
+            chunk = self._encoder.role() + chunk
+            progress.role_sent = True
+        if chunk:
+            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self._chunked else chunk)
+        progress.last_at = time.monotonic()
+        if progress.first_at is None:
+            progress.first_at = progress.last_at
+        progress.sent += 1
+
+
+async def _in_batch(clock: DecodeClock, slot: Slot) -> None:
+    """Run a request in the server's decode batch until it has its tokens or is aborted."""
+    clock.join(slot)
+    try:
+        await slot.done
+    except asyncio.CancelledError:  # the handler is cancelled (the server stops): out of the batch
+        slot.drop()
+        raise
 
 
 async def _linger(turn: Turn, progress: _Progress) -> None:
@@ -231,7 +306,16 @@ async def stream(http_request: web.Request, turn: Turn) -> web.StreamResponse:
     progress = _Progress()
     finished = False  # stop, length or tool_calls; anything else ends as an abort in SGLang's metrics
     try:
-        await _send_tokens(response, turn, encoder, progress)
+        if turn.clock is None:
+            await _send_tokens(response, turn, encoder, progress)
+        elif turn.target > 0:
+            # SGLang's StreamingResponse sends its headers at once, and the writer needs them out first.
+            await response.write(b"")
+            writer = _StepWriter(http_request, response, turn, encoder, progress)
+            await _in_batch(turn.clock, Slot(turn.active, turn.target, turn.prompt_tokens, writer))
+            if progress.disconnected:  # it lingered in the batch until done or aborted
+                stats.aborted += turn.active.aborted
+                return response
         sent = progress.sent
         tail = b"" if progress.role_sent else encoder.role()
         if turn.active.aborted:
@@ -256,7 +340,8 @@ async def stream(http_request: web.Request, turn: Turn) -> web.StreamResponse:
         await response.write_eof()
     except ConnectionResetError:
         stats.disconnected += 1
-        await _linger(turn, progress)
+        if turn.clock is None:
+            await _linger(turn, progress)
     except asyncio.CancelledError:
         stats.disconnected += 1
         raise
@@ -269,26 +354,10 @@ async def stream(http_request: web.Request, turn: Turn) -> web.StreamResponse:
 async def complete(http_request: web.Request, turn: Turn) -> web.StreamResponse:
     """Non-streamed delivery: wait as long as streaming would have taken, then answer."""
     plan, active, stats = turn.plan, turn.active, turn.stats
-    total = plan.completion_tokens
-    target = min(total, turn.fault_after)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    duration = turn.ttft + turn.itl * max(target - 1, 0)
-
-    def generated() -> int:
-        """Tokens generated by now, on the streaming schedule."""
-        elapsed = loop.time() - started
-        if elapsed < turn.ttft:
-            return 0
-        return min(target, 1 + int((elapsed - turn.ttft) / turn.itl)) if turn.itl > 0 else target
-
-    try:
-        await active.sleep(duration)
-    except asyncio.CancelledError:  # the client went away: SGLang ends the request as aborted
-        turn.observe(generated(), None, None, aborted=True)
-        raise
-
-    sent = generated() if active.aborted else target
+    if turn.clock is not None:
+        sent = await _complete_in_batch(turn, turn.clock)
+    else:
+        sent = await _complete_on_own_timer(turn)
     stats.completion_tokens += sent
     # Not streamed, SGLang's tokenizer manager gets the one output at the end: the first token is then.
     turn.observe(sent, time.monotonic(), None, aborted=active.aborted or turn.fault_fires(sent))
@@ -335,6 +404,41 @@ async def complete(http_request: web.Request, turn: Turn) -> web.StreamResponse:
         usage=usage_dict(turn.prompt_tokens, sent, n_reasoning),
     )
     return web.Response(text=dumps(body), content_type="application/json")
+
+
+async def _complete_on_own_timer(turn: Turn) -> int:
+    """Wait as long as the stream would have taken; returns the tokens generated by then."""
+    target = turn.target
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    duration = turn.ttft + turn.itl * max(target - 1, 0)
+
+    def generated() -> int:
+        """Tokens generated by now, on the streaming schedule."""
+        elapsed = loop.time() - started
+        if elapsed < turn.ttft:
+            return 0
+        return min(target, 1 + int((elapsed - turn.ttft) / turn.itl)) if turn.itl > 0 else target
+
+    try:
+        await turn.active.sleep(duration)
+    except asyncio.CancelledError:  # the client went away: SGLang ends the request as aborted
+        turn.observe(generated(), None, None, aborted=True)
+        raise
+    return generated() if turn.active.aborted else target
+
+
+async def _complete_in_batch(turn: Turn, clock: DecodeClock) -> int:
+    """The request takes its place in the decode batch like a stream, unwritten; returns its tokens."""
+    if turn.target == 0:
+        return 0
+    slot = Slot(turn.active, turn.target, turn.prompt_tokens, None)
+    try:
+        await _in_batch(clock, slot)
+    except asyncio.CancelledError:
+        turn.observe(slot.sent, None, None, aborted=True)
+        raise
+    return slot.sent
 
 
 async def reject_stream(

@@ -16,9 +16,10 @@ SGLang's ``python/sglang/srt/metrics/collector.py`` (``TokenizerMetricsCollector
   ``sglang:generation_tokens_total``, ``sglang:num_requests_total``: once per request, when it ends
   (finished, aborted, cut or disconnected: SGLang ends them all as finished, the last three with an
   abort reason, which also counts in ``sglang:num_aborted_requests_total``).
-- ``sglang:queue_time_seconds``: the wait for the scheduler. The emulator has no queue: 0 per request.
+- ``sglang:queue_time_seconds``: the wait for the scheduler. The emulator observes 0 per request (with
+  batched pacing the wait for a prefill is part of the time to the first token, not observed here).
 - ``sglang:num_running_reqs``, ``sglang:num_queue_reqs``: gauges, read when scraped (running: requests
-  generating now; queued: always 0).
+  generating now; queued: requests waiting for their prefill with batched pacing, else always 0).
 
 Requests refused before generation (a bad request, a directive's ``status``) are not observed: SGLang's
 tokenizer manager answers those before the scheduler, and its metrics, see them. Newer SGLang releases add
@@ -86,9 +87,12 @@ class SGLangMetrics(Collector):
     """One emulator's SGLang metrics; :meth:`request_ended` observes a request, :meth:`render` answers
     a scrape."""
 
-    def __init__(self, model_name: str, running: Callable[[], int]) -> None:
+    def __init__(
+        self, model_name: str, running: Callable[[], int], queued: Callable[[], int] = lambda: 0
+    ) -> None:
         self.model_name = model_name
         self._running = running
+        self._queued = queued
         self.ttft = _Histogram(TTFT_BUCKETS)
         self.itl = _Histogram(ITL_BUCKETS)
         self.e2e = _Histogram(E2E_BUCKETS)
@@ -141,7 +145,7 @@ class SGLangMetrics(Collector):
             yield counter
         gauges = (
             ("sglang:num_running_reqs", "The number of running requests.", self._running()),
-            ("sglang:num_queue_reqs", "The number of requests in the waiting queue.", 0),
+            ("sglang:num_queue_reqs", "The number of requests in the waiting queue.", self._queued()),
         )
         for name, documentation, number in gauges:
             gauge = GaugeMetricFamily(name, documentation, labels=["model_name"])

@@ -12,6 +12,7 @@ from aiohttp import web
 from arkq.errors import ConfigError
 
 from .app import STATE, create_app
+from .batching import BatchingConfig, describe
 from .stats import Stats
 
 __all__ = ["FakeLLMServer", "run", "running_fake_llm"]
@@ -42,14 +43,25 @@ def run(
     itl_ms: float = 0,
     context_length: int = 32768,
     api_key: str | None = None,
+    batching: BatchingConfig | None = None,
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM); the options are those of :func:`create_app`."""
     app = create_app(
-        model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, context_length=context_length, api_key=api_key
+        model=model,
+        ttft_ms=ttft_ms,
+        itl_ms=itl_ms,
+        context_length=context_length,
+        api_key=api_key,
+        batching=batching,
     )
 
+    pacing = "per-request pacing" if batching is None else f"batched pacing {describe(batching)}"
+
     def announce(*_: object) -> None:
-        print(f"arkq fake LLM serving {model!r} on http://{host}:{port} (OpenAI API at /v1)", flush=True)
+        print(
+            f"arkq fake LLM serving {model!r} on http://{host}:{port} (OpenAI API at /v1), {pacing}",
+            flush=True,
+        )
 
     try:
         web.run_app(
@@ -77,10 +89,16 @@ async def running_fake_llm(
     itl_ms: float = 0,
     context_length: int = 32768,
     api_key: str | None = None,
+    batching: BatchingConfig | None = None,
 ) -> AsyncIterator[FakeLLMServer]:
     """Start the emulator on 127.0.0.1 with a free port for the duration of the block."""
     app = create_app(
-        model=model, ttft_ms=ttft_ms, itl_ms=itl_ms, context_length=context_length, api_key=api_key
+        model=model,
+        ttft_ms=ttft_ms,
+        itl_ms=itl_ms,
+        context_length=context_length,
+        api_key=api_key,
+        batching=batching,
     )
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
     await runner.setup()

@@ -96,6 +96,10 @@ class ChunkEncoder:
     def content(self, token: str) -> bytes:
         return self._content_pre + escape(token) + self._tail
 
+    def content_json(self, token_json: bytes) -> bytes:
+        """A content chunk for a token already JSON-escaped (:func:`escape`)."""
+        return self._content_pre + token_json + self._tail
+
     def reasoning(self, token: str) -> bytes:
         return self._reasoning_pre + escape(token) + self._tail
 

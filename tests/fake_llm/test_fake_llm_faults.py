@@ -332,6 +332,10 @@ async def test_stats_endpoint(client: openai.AsyncOpenAI, srv: FakeLLMServer) ->
         "faults": 0,
         "completion_tokens": 5,
         "not_found": 0,
+        "pacing": "per-request",
+        "batch": 0,
+        "steps": 0,
+        "prefills": 0,
     }
 
 
