@@ -57,9 +57,9 @@ def epilog(codes: tuple[int, ...], env: str | None, *, before: str = "") -> str:
 
 
 def fake_llm_directives() -> str:
-    """The emulator's directives, as its package docstring documents them (from "Fault directives")."""
+    """The emulator's pacings and directives, as its package docstring documents them (from "Pacing")."""
     doc = importlib.import_module("fake_llm").__doc__ or ""
-    start = doc.find("Fault directives")
+    start = doc.find("Pacing\n")
     return doc[start:].strip() if start >= 0 else ""
 
 
