@@ -346,17 +346,25 @@ class ArkModelLink(LinkCalls):
                 self.server_unreached = False
                 if _media_type(response.headers) != "text/event-stream":
                     raise await _bad_response(response, "a text/event-stream stream")
-                lines = response.iter_lines()
-                async for line in lines:
-                    for event in feed(line):
-                        yield event
+                # The body's bytes, split into lines here: httpx's own line and text iterators are two
+                # more generator layers, and more Python, for every chunk of every stream.
+                body = response.http_response.aiter_bytes()
+                rest = b""
+                async for data in body:
+                    *lines, rest = (rest + data).split(b"\n") if rest else data.split(b"\n")
+                    for line in lines:
+                        for event in feed(line.rstrip(b"\r").decode("utf-8", "replace")):
+                            yield event
                     if decoder.done:
                         break
                 else:
+                    if rest:
+                        for event in feed(rest.rstrip(b"\r").decode("utf-8", "replace")):
+                            yield event
                     for event in decoder.flush():
                         yield event
                 if decoder.done:
-                    await _drain(lines)
+                    await _drain(body)
         except (openai.APIError, httpx2.RequestError) as exc:
             raise self._failed(exc) from exc
         finally:
@@ -491,11 +499,11 @@ async def _bad_response(
     )
 
 
-async def _drain(lines: AsyncIterator[str]) -> None:
+async def _drain(body: AsyncIterator[bytes]) -> None:
     """Read what follows `[DONE]` (normally just the end of the body) so the connection is reused."""
     try:
         async with asyncio.timeout(_DRAIN_AFTER_DONE_S):
-            async for _ in lines:
+            async for _ in body:
                 pass
     except (TimeoutError, httpx2.RequestError):
         pass  # the answer is complete; a connection that cannot be reused is simply closed

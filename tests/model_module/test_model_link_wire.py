@@ -123,6 +123,24 @@ async def test_crlf_framing_and_split_writes() -> None:
     assert events == [TextDelta("a"), TextDelta("é"), Finish("length", None)]
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+async def test_raw_utf8_split_at_any_byte_arrives_whole(size: int) -> None:
+    """The link splits the body into lines itself: a character cut between two reads is whole once
+    its line is, whatever the cut."""
+    texts = ["日本語", " 🎉 ", "naïve"]
+    body = b"".join(
+        b"data: "
+        + json.dumps({"choices": [{"index": 0, "delta": {"content": t}}]}, ensure_ascii=False).encode()
+        + b"\n\n"
+        for t in texts
+    )
+    body += chunk({}, "stop") + DONE
+    pieces = tuple(body[i : i + size] for i in range(0, len(body), size))
+    async with serve(sse_handler(*pieces)) as server, link(server) as llm:
+        events = await collect(llm)
+    assert events == [*(TextDelta(t) for t in texts), Finish("stop", None)]
+
+
 async def test_clean_end_without_done_after_delta_is_a_stream_error_without_retry() -> None:
     async with serve(sse_handler(chunk({"content": "partial"}))) as server, link(server) as llm:
         seen: list[StreamEvent] = []
