@@ -115,10 +115,10 @@ export async function signIn(start) {
     sessionStorage.clear();
   };
 
-  onRefused = (error) => {
+  onRefused = () => {
     forget();
     // Nothing of the console stays on screen once its key is refused: the page starts over, and says why.
-    sessionStorage.setItem(REFUSED_ITEM, error.message);
+    sessionStorage.setItem(REFUSED_ITEM, "1");
     location.reload();
   };
   $("#open-job").addEventListener("submit", (submitted) => {

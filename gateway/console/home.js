@@ -54,8 +54,9 @@ function record(metric, value) {
   const card = $(`#metric-${metric.name}`);
   if (value !== null && value !== undefined) $("output", card).textContent = metric.show(value);
   else if (metric.name === "queue_time_s") $("output", card).textContent = "–";
-  const top = Math.max(metric.floor, ...values.filter((v) => v !== null));
-  $(".top", card).textContent = `max ${metric.show(top)}`;
+  const known = values.filter((v) => v !== null);
+  const top = Math.max(metric.floor, ...known);
+  $(".top", card).textContent = known.length ? `max ${metric.show(top)}` : "";
   sparkline($("svg", card), values, top);
 }
 
@@ -121,6 +122,8 @@ function showWorkers(status) {
 }
 
 function showFailures(status) {
+  // A gateway with keys tells the failures by kind, count and time only: the job and its message may
+  // be another tenant's.
   const rows = status.failures.map((group) =>
     h(
       "tr",
@@ -128,12 +131,19 @@ function showFailures(status) {
       h("td", {}, h("code", { text: group.kind })),
       h("td", { class: "num", text: group.count }),
       h("td", { class: "num", text: ago(group.last_at, status.at) }),
-      h("td", { class: "message", text: group.last_message }),
-      h("td", {}, h("a", { href: `/jobs/${encodeURIComponent(group.last_job_id)}`, text: group.last_job_id })),
+      h("td", { class: "message", text: group.last_message || "–" }),
+      h(
+        "td",
+        {},
+        group.last_job_id
+          ? h("a", { href: `/jobs/${encodeURIComponent(group.last_job_id)}`, text: group.last_job_id })
+          : "–",
+      ),
     ),
   );
   if (rows.length === 0) rows.push(emptyRow(5, "No failed jobs."));
   $("#failures tbody").replaceChildren(...rows);
+  $("#failures-withheld").hidden = !status.failures.some((group) => !group.last_job_id);
 }
 
 function emptyRow(columns, text) {
