@@ -45,9 +45,11 @@ request waits for the step in progress to end, then for a prefill of all the wai
 ``--prefill-ms`` + ``--prefill-ms-per-token`` x their prompt tokens (defaults 15 + 0.03), which holds
 the running requests back, as SGLang runs a prefill batch instead of a decode step; its first token
 comes out of the prefill, the next ones out of the steps it then joins. An abort takes the request out
-at the end of the step in progress. A request with its own ``ttft_ms``/``itl_ms`` directive keeps its
-own timer, out of the batch. ``/stats`` reports ``pacing``, ``batch`` (the running requests),
-``steps`` and ``prefills``; ``/metrics`` counts the requests waiting for a prefill as queued.
+at the end of the step in progress; a client that goes away without one leaves its request in the
+batch until its answer is done, as with per-request pacing. A request with its own
+``ttft_ms``/``itl_ms`` directive keeps its own timer, out of the batch. ``/stats`` reports ``pacing``,
+``batch`` (the running requests), ``steps`` and ``prefills``; ``/metrics`` counts the requests waiting
+for a prefill as queued.
 :mod:`fake_llm.batching` says which parts of SGLang's scheduler this follows.
 
 Fault directives

@@ -7,12 +7,14 @@ stream slows down when more streams run. With ``--pacing batched`` the emulator 
 benchmark at 512 streams sees what the client side of a busy GPU sees: tokens in bursts, one burst per
 step, the inter-token delay a function of the load.
 
-What SGLang does, and what this clock takes from it (read in ``sgl-project/sglang``,
-``python/sglang/srt/managers/``):
+What SGLang does, and what this clock takes from it (read in ``sgl-project/sglang``'s main branch,
+``python/sglang/srt/managers/``: ``scheduler.py`` at 0003215, ``scheduler_output_processor_mixin.py``
+at 004ec01, whose ``stream_output`` later moved to ``scheduler_components/output_streamer.py``, and
+``tokenizer_manager.py`` at 001067f):
 
 - ``scheduler.py``, ``Scheduler.event_loop_normal``: one loop per server (per GPU worker): receive the
   new requests, ``get_next_batch_to_run``, ``run_batch``, ``process_batch_result``; when there is no
-  batch, wait. The emulator's loop is :meth:`DecodeClock._run`.
+  batch, wait. The emulator's loop is :meth:`DecodeClock._loop`.
 - ``scheduler.py``, ``Scheduler.get_next_batch_to_run``: the previous prefill batch is merged into the
   running batch first; then a new prefill batch is made of the waiting requests
   (``get_new_batch_prefill``) and, if there is one, it runs *instead of* a decode step ("Run prefill
@@ -32,14 +34,17 @@ What SGLang does, and what this clock takes from it (read in ``sgl-project/sglan
   in one pass over the batch, and a ``stamp`` token carries the step's time, the same for every chunk
   of the step.
 - ``tokenizer_manager.py``, ``TokenizerManager.handle_loop`` / ``_handle_batch_output``: the batch
-  output is handed out in one loop over its rids (``state.out_list.append``, ``state.event.set()``),
-  and each request's HTTP stream writes what it was given; nothing waits for a slow reader, whose
-  outputs pile up in its ``out_list``. Here, a reader that does not read has its chunks pile up in its
+  output is handed out in one loop over its rids (``state.out_list.append``, then ``state.event.set()``
+  for ``batch_notify_size`` requests at a time), and each request's HTTP stream
+  (``_wait_one_response``) writes what it was given; nothing waits for a slow reader, whose outputs pile
+  up in its ``out_list``. Here, a reader that does not read has its chunks pile up in its
   socket's buffer: the clock never waits for one stream.
 - ``scheduler.py``, ``Scheduler.abort_request``: a waiting request is taken out of the queue when the
   loop next receives requests; a running one is marked (``req.to_finish = FINISH_ABORT()``) and finishes
   when the next step's result is processed. Here an aborted request leaves at the end of the step (or
-  prefill) during which the abort came, with ``finish_reason: abort``.
+  prefill) during which the abort came, with ``finish_reason: abort``. A client that goes away without
+  an abort leaves its request in the batch, unwritten, until its answer is done or it is aborted, as
+  with per-request pacing (and as reported of SGLang): it keeps its share of every step's time.
 
 The step time: ``step_ms + step_ms_per_request * batch``. The defaults, 15 ms + 0.05 ms a request
 (15 ms at batch 1, 27.8 ms at 256, 40.6 ms at 512), are the curve of an 8B model on one H100 as seen
@@ -58,13 +63,16 @@ retraction, chunked prefill and ``max_prefill_tokens`` (one prefill batch takes 
 
 Cost: a step is one pass over the running requests (a few attribute reads, one pre-rendered chunk
 written straight to each socket); the loop has one timer for the whole server instead of one per
-request and token.
+request and token. Measured with 512 streams of 200 tokens on a 2-core machine: about 11.5 us of the
+emulator's CPU a token, two thirds of it the socket send itself, against about 25 us with per-request
+pacing at the same pace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +81,8 @@ from .registry import ActiveRequest
 from .stats import Stats
 
 __all__ = ["BatchingConfig", "DecodeClock", "Slot", "describe"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +160,7 @@ class DecodeClock:
         self.config = config
         self.stats = stats
         self._waiting: list[Slot] = []
+        self._prefilling: list[Slot] = []  # the prefill batch in progress
         self._running: list[Slot] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -163,7 +174,7 @@ class DecodeClock:
         """Queue ``slot`` for the next prefill batch."""
         self._waiting.append(slot)
         self._wake.set()
-        if self._task is None:
+        if self._task is None or self._task.done():  # not started yet, or stopped by a failure
             self._task = asyncio.get_running_loop().create_task(self._run(), name="fake-llm decode clock")
 
     async def close(self) -> None:
@@ -173,12 +184,23 @@ class DecodeClock:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for slot in (*self._waiting, *self._running):
+        self._let_go()
+
+    def _let_go(self) -> None:
+        for slot in (*self._waiting, *self._prefilling, *self._running):
             slot.active.abort()
             _leave(slot)
-        self._waiting, self._running = [], []
+        self._waiting, self._prefilling, self._running = [], [], []
+        self.stats.batch = 0
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except Exception:  # a bug: the requests in the batch end (as aborted) rather than hang
+            logger.exception("the decode clock failed: its requests end as aborted, the next one restarts it")
+            self._let_go()
+
+    async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         config, stats = self.config, self.stats
         due = loop.time()  # when the pass in progress ends: the clock keeps to it, as per-request pacing does
@@ -190,7 +212,7 @@ class DecodeClock:
                 due = loop.time()
             # get_next_batch_to_run: a prefill batch of the waiting requests first, if there are any
             # that were not aborted while they waited.
-            prefill = [slot for slot in self._waiting if not _gone(slot)]
+            prefill = self._prefilling = [slot for slot in self._waiting if not _gone(slot)]
             for slot in self._waiting:
                 if _gone(slot):
                     _leave(slot)
@@ -200,6 +222,7 @@ class DecodeClock:
                 stats.prefills += 1
                 due = await _sleep_until(loop, due, seconds)
                 self._running.extend(self._pass(prefill))
+                self._prefilling = []
             elif self._running:
                 due = await _sleep_until(loop, due, config.step_seconds(len(self._running)))
                 stats.steps += 1

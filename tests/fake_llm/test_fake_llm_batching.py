@@ -25,6 +25,9 @@ import pytest
 from arkq.errors import ConfigError
 from fake_llm import BatchingConfig, FakeLLMServer, create_app, running_fake_llm
 from fake_llm.__main__ import batching_of, build_parser
+from fake_llm.batching import DecodeClock, Slot
+from fake_llm.registry import ActiveRequest
+from fake_llm.stats import Stats
 from tests.waiting import until
 
 #: Steps of 20 ms whatever the batch, prefills of 10 ms: the structure tests.
@@ -422,3 +425,19 @@ def test_the_defaults_resemble_an_8b_model_on_one_h100() -> None:
         BatchingConfig(step_ms=-1)
     with pytest.raises(ValueError, match="with batching the decode clock paces them"):
         create_app(itl_ms=20, batching=curve)
+
+
+async def test_a_failing_clock_lets_its_requests_go_and_starts_again() -> None:
+    def broken(stamp: float) -> None:
+        raise RuntimeError("a bug in a writer")
+
+    clock = DecodeClock(BatchingConfig(step_ms=1, prefill_ms=1), Stats(pacing="batched"))
+    first = Slot(ActiveRequest("a"), target=3, prompt_tokens=5, emit=broken)
+    clock.join(first)
+    await asyncio.wait_for(first.done, 2)
+    assert first.active.aborted, "the request ends as aborted instead of hanging"
+    second = Slot(ActiveRequest("b"), target=3, prompt_tokens=5, emit=None)
+    clock.join(second)
+    await asyncio.wait_for(second.done, 2)
+    assert (second.sent, second.active.aborted) == (3, False)
+    await clock.close()
