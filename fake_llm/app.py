@@ -54,7 +54,7 @@ class FakeLLMState:
         return self.clock.waiting if self.clock is not None else 0
 
     def _running(self) -> int:
-        return len(self.registry) - self._queued()
+        return max(0, len(self.registry) - self._queued())  # a reused rid counts once in the registry
 
 
 STATE = web.AppKey("arkq_fake_llm_state", FakeLLMState)

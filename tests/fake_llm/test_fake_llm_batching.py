@@ -256,10 +256,14 @@ async def test_stats_report_the_batch_while_it_runs() -> None:
     async with running_fake_llm(batching=EVEN) as srv, aiohttp.ClientSession() as http:
         seen: list[dict[str, Any]] = []
 
+        gauges: list[str] = []
+
         async def read_stats(n: int) -> bool:
             if n == 3:
                 async with http.get(f"{srv.url}/stats") as response:
                     seen.append(await response.json())
+                async with http.get(f"{srv.url}/metrics") as response:
+                    gauges.extend(line for line in (await response.text()).splitlines() if "_reqs{" in line)
             return False
 
         await asyncio.gather(
@@ -269,6 +273,10 @@ async def test_stats_report_the_batch_while_it_runs() -> None:
     stats = seen[0]
     assert (stats["pacing"], stats["batch"], stats["active"]) == ("batched", 2, 2)
     assert stats["steps"] >= 1 and stats["prefills"] >= 1
+    assert gauges == [
+        'sglang:num_running_reqs{model_name="tgi"} 2.0',
+        'sglang:num_queue_reqs{model_name="tgi"} 0.0',
+    ]
 
 
 #: Requests whose streamed chunks and plain answers must be the same whichever the pacing.
