@@ -143,7 +143,9 @@ function showFailures(status) {
   );
   if (rows.length === 0) rows.push(emptyRow(5, "No failed jobs."));
   $("#failures tbody").replaceChildren(...rows);
-  $("#failures-withheld").hidden = !status.failures.some((group) => !group.last_job_id);
+  const withheld = status.failures.length > 0 && status.failures.every((group) => !group.last_job_id);
+  $("#failures-withheld").hidden = !withheld;
+  $("#failures").classList.toggle("withheld", withheld);
 }
 
 function emptyRow(columns, text) {
