@@ -17,6 +17,7 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import PurePosixPath
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -60,16 +61,21 @@ class Asset:
 
 
 @functools.cache
+def assets() -> dict[str, Asset]:
+    """Every console file, by name: read once, on first use."""
+    folder = resources.files(__package__ or "gateway").joinpath("console")
+    found = {}
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        suffix = PurePosixPath(entry.name).suffix
+        if entry.is_file() and suffix in MEDIA_TYPES:
+            body = entry.read_bytes()
+            found[entry.name] = Asset(body, MEDIA_TYPES[suffix], f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+    return found
+
+
 def asset(name: str) -> Asset | None:
     """The console file `name` (a plain file name in `gateway/console/`), or None if there is none."""
-    suffix = name[name.rfind(".") :] if "." in name else ""
-    if "/" in name or "\\" in name or name.startswith(".") or suffix not in MEDIA_TYPES:
-        return None
-    found = resources.files(__package__ or "gateway").joinpath("console", name)
-    if not found.is_file():
-        return None
-    body = found.read_bytes()
-    return Asset(body, MEDIA_TYPES[suffix], f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+    return assets().get(name)
 
 
 def _page(name: str) -> Asset:
