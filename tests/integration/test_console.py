@@ -121,7 +121,7 @@ def run_prompt(tab: Tab, prompt: str) -> None:
     tab.until("JSON.parse(sessionStorage.getItem('arkq.playground') || '{}').id", "the job enqueued")
 
 
-def status_is(tab: Tab, status: str) -> str:
+def status_is(status: str) -> str:
     return f"document.querySelector('#play-status').dataset.status === {json.dumps(status)}"
 
 
@@ -236,11 +236,11 @@ def test_the_playground_streams_a_job_to_its_end(tab: Tab, gateway: str, fleet: 
     run_prompt(tab, "Tell me a story. [[arkq:tokens=40 itl_ms=60]]")
     # Part of the answer on screen while the job still runs: it streams, it is not shown at the end.
     tab.until(
-        f"{status_is(tab, 'running')} && document.querySelector('#answer').textContent.length > 0",
+        f"{status_is('running')} && document.querySelector('#answer').textContent.length > 0",
         "the answer streaming in",
     )
     tab.shot("playground-streaming")
-    tab.until(status_is(tab, "done"), "the job done on the page")
+    tab.until(status_is("done"), "the job done on the page")
     job_id = tab.playground()["id"]
     job = ended_job(gateway, job_id)
     assert job["status"] == "done"
@@ -270,7 +270,7 @@ def test_a_reload_mid_stream_resumes_the_same_job(tab: Tab, gateway: str, fleet:
         assert streams, "the page reopened the job's events"
         assert int(parse_qs(urlsplit(streams[0]).query)["after"][0]) >= seen
     tab.shot("playground-resumed")
-    tab.until(status_is(tab, "done"), "the job done on the page")
+    tab.until(status_is("done"), "the job done on the page")
     assert tab.playground()["id"] == job_id, "the same job"
     result = ended_job(gateway, job_id)["result"]
     assert tab.text("#answer") == result["text"], "no piece repeated, none missing"
@@ -296,7 +296,7 @@ def test_a_reload_before_the_enqueue_answers_gets_the_same_job(
     assert tab.text("#play-status") == "sending"
     tab.page.unroute(f"{gateway}/v1/jobs")
     tab.page.reload()
-    tab.until(status_is(tab, "done"), "the job done on the page")
+    tab.until(status_is("done"), "the job done on the page")
     job_id = answered[0]["id"]
     assert tab.playground()["id"] == job_id
     assert tab.text("#answer") == ended_job(gateway, job_id)["result"]["text"]
@@ -311,7 +311,7 @@ def test_cancel_ends_a_long_job(tab: Tab, gateway: str, fleet: WorkerFleet) -> N
     tab.until("document.querySelector('#answer').textContent.length > 0", "the answer streaming in")
     expect(tab.page.locator("#run")).to_be_disabled()
     tab.page.click("#cancel")
-    tab.until(status_is(tab, "cancelled"), "the job cancelled on the page")
+    tab.until(status_is("cancelled"), "the job cancelled on the page")
     job = ended_job(gateway, tab.playground()["id"])
     assert job["status"] == "cancelled"
     last = tab.page.eval_on_selector_all("#play-events li", "rows => rows.at(-1).dataset.type")
@@ -388,7 +388,7 @@ def test_no_request_leaves_the_gateway(tab: Tab, gateway: str, fleet: WorkerFlee
 
     sign_in(tab, gateway)
     run_prompt(tab, "Hello. [[arkq:tokens=10]]")
-    tab.until(status_is(tab, "done"), "the job done on the page")
+    tab.until(status_is("done"), "the job done on the page")
     tab.page.click("#play-job")
     expect(tab.page.locator("#job-status")).to_have_attribute("data-status", "done", timeout=WAIT_S * 1000)
     tab.page.go_back()
