@@ -133,7 +133,10 @@ def build_context(destination: Path) -> Path:
 
 def test_dockerignore_keeps_secrets_and_local_state_out_and_the_build_inputs_in() -> None:
     patterns = dockerignore_patterns()
-    for out in (".git", ".venv", ".env", ".env.local", "tests/unit/test_config.py", "bench", "arkq.egg-info"):
+    for out in (
+        *(".git", ".venv", ".env", ".env.local", "tests/unit/test_config.py", "bench", "arkq.egg-info"),
+        *("docs/console.png", "artifacts/console/queue.png", "monitoring/prometheus.yml"),
+    ):
         assert ignored(out, patterns), out
     assert ignored("arkq/__pycache__/cli.cpython-311.pyc", patterns)
     for needed in ("pyproject.toml", "README.md", "config.yaml", *(f"{p}/__init__.py" for p in PACKAGES)):
@@ -189,6 +192,21 @@ def test_the_install_holds_the_packages_and_the_arkq_command(installed: Path) ->
         done = run_installed(installed, sys.executable, str(script), *argv)
         assert done.returncode == 0, done.stderr
     assert "--host" in done.stdout  # `arkq fake-llm --host 0.0.0.0` (the cpu profile)
+
+
+def test_the_install_ships_the_web_console_and_the_gateway_serves_it(installed: Path) -> None:
+    """The console's files are package data: a non-editable install must carry them, and its gateway
+    find them (outside the checkout, with the installed copy first on the import path)."""
+    assert (installed / "gateway" / "console" / "index.html").is_file()
+    code = (
+        "import gateway, starlette.testclient as t; from gateway import create_app;"
+        "c = t.TestClient(create_app()); r = c.get('/'); print(gateway.__file__, r.status_code,"
+        " r.headers['content-security-policy'])"
+    )
+    done = run_installed(installed, sys.executable, "-c", code)
+    assert done.returncode == 0, done.stderr
+    where, status, policy = done.stdout.split(" ", 2)
+    assert where.startswith(str(installed)) and status == "200" and "default-src 'self'" in policy
 
 
 def test_arq_finds_the_worker_settings_in_the_install(installed: Path) -> None:
