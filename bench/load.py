@@ -23,9 +23,13 @@ from model_module import ArkModelLink, TextDelta
 from producer import Producer
 
 
-def request(tokens: int, *, itl_ms: float = 0, ttft_ms: float = 0, tag: str = "") -> list[dict[str, str]]:
-    """A chat request for exactly `tokens` stamped tokens, paced like a GPU at `itl_ms` per token."""
-    directive = f"[[arkq:stamp=1 tokens={tokens} itl_ms={itl_ms} ttft_ms={ttft_ms}]]"
+def request(
+    tokens: int, *, itl_ms: float = 0, ttft_ms: float = 0, tag: str = "", on_clock: bool = False
+) -> list[dict[str, str]]:
+    """A chat request for exactly `tokens` stamped tokens, paced on its own timer at `itl_ms` per token,
+    or, `on_clock`, by the emulator's decode clock (`--pacing batched`: a GPU's continuous batching)."""
+    pacing = "" if on_clock else f" itl_ms={itl_ms} ttft_ms={ttft_ms}"
+    directive = f"[[arkq:stamp=1 tokens={tokens}{pacing}]]"
     return [{"role": "user", "content": f"{directive} benchmark {tag}"}]
 
 

@@ -11,6 +11,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -74,6 +75,16 @@ class Plan:
     #: how often the worker's /metrics is scraped meanwhile (Prometheus would, every few seconds).
     metrics_repetitions: int = 5
     metrics_scrape_s: float = 1.0
+    #: At a GPU's pace (the emulator's decode clock): streams of each run, tokens each, repetitions.
+    gpu_streams: tuple[int, ...] = (128, 512)
+    gpu_tokens: int = 200
+    gpu_repetitions: int = 3
+    #: One-token jobs: how many per throughput round, rounds, and the backlogs and worker counts whose
+    #: Redis commands per job are compared.
+    short_jobs: int = 2000
+    short_repetitions: int = 3
+    short_backlogs: tuple[int, ...] = (10, 10_000)
+    short_workers: tuple[int, ...] = (1, 8)
 
 
 FULL = Plan()
@@ -95,6 +106,13 @@ QUICK = Plan(
     gateway_tokens=20,
     agent_calls=5,
     metrics_repetitions=1,
+    gpu_streams=(16,),
+    gpu_tokens=20,
+    gpu_repetitions=1,
+    short_jobs=50,
+    short_repetitions=1,
+    short_backlogs=(10, 50),
+    short_workers=(1, 2),
 )
 
 
@@ -555,6 +573,177 @@ async def _scrape(port: int, every_s: float) -> None:
             await asyncio.sleep(every_s)
 
 
+#: The emulator's decode clock (`arkq fake-llm --pacing batched`, its default curve), as the stack runs it.
+EMULATOR_CLOCK = {
+    "pacing": "batched",
+    "step_ms": 15.0,
+    "step_ms_per_request": 0.05,
+    "prefill_ms": 15.0,
+    "prefill_ms_per_token": 0.03,
+}
+
+
+async def gpu_pace(bench: Bench) -> Outcome:
+    """Tokens at a GPU's pace: the emulator's decode clock gives every running stream its next token at
+    each step, the chunks of a step together, as SGLang's scheduler does. For each number of streams,
+    `gpu_repetitions` rounds of the same streams direct and through the queue (alternating which goes
+    first): the worker's CPU per token, the delay the queue adds to each token (its receive time less
+    the step's stamp, queue against direct, p50 and p99 while every stream runs) and the throughput of
+    the whole run, its burst of starting streams included. Each figure: min, median and max over the
+    rounds; a target is met when the median meets it."""
+    plan = bench.plan
+    bench.stack.restart_workers(1)
+    figures: dict[str, Any] = {"emulator": EMULATOR_CLOCK, "tokens_per_stream": plan.gpu_tokens}
+    checks: list[Check] = []
+    for count in plan.gpu_streams:
+        rounds = [
+            await _gpu_round(bench, count, first_direct=r % 2 == 0) for r in range(plan.gpu_repetitions)
+        ]
+        spread = {name: _spread([r[name] for r in rounds]) for name in rounds[0]}
+        figures[f"streams_{count}"] = {"streams": count, **spread, "rounds": rounds}
+        median = {name: value["median"] for name, value in spread.items()}
+        checks += [
+            Check(
+                f"worker CPU per token, {count} streams at a GPU's pace",
+                median["worker_cpu_us_per_token"],
+                30.0,
+                "us",
+            ),
+            Check(f"added per-token delay p50, {count} streams", median["added_delay_p50_ms"], 1.0, "ms"),
+            Check(f"added per-token delay p99, {count} streams", median["added_delay_p99_ms"], 5.0, "ms"),
+            Check(
+                f"throughput over the whole run, queue / direct, {count} streams",
+                median["throughput_ratio"],
+                0.98,
+                "x",
+                at_least=True,
+            ),
+        ]
+    return Outcome(figures, checks)
+
+
+async def _gpu_round(bench: Bench, count: int, *, first_direct: bool) -> dict[str, float]:
+    tokens = bench.plan.gpu_tokens
+
+    async def direct_run() -> list[Stream]:
+        return await concurrently(
+            count, lambda i: direct(bench.link, request(tokens, tag=f"d{i}", on_clock=True), tokens)
+        )
+
+    async def queued_run() -> tuple[list[Stream], float]:
+        before = bench.stack.worker_cpu_s()
+        streams = await concurrently(
+            count, lambda i: queued(bench.producer, request(tokens, tag=f"q{i}", on_clock=True), tokens)
+        )
+        return streams, bench.stack.worker_cpu_s() - before
+
+    if first_direct:
+        straight = await direct_run()
+        through, cpu = await queued_run()
+    else:
+        through, cpu = await queued_run()
+        straight = await direct_run()
+    for streams in (straight, through):
+        _expect_tokens(streams, tokens)
+    steady_queue, steady_direct = summary_ms(steady_delays(through)), summary_ms(steady_delays(straight))
+    delivered = totals(through)
+    return {
+        "worker_cpu_us_per_token": cpu / delivered.tokens * 1e6,
+        "queue_tokens_per_s": delivered.per_second,
+        "direct_tokens_per_s": totals(straight).per_second,
+        "throughput_ratio": delivered.per_second / totals(straight).per_second,
+        "delay_queue_p50_ms": steady_queue["p50_ms"],
+        "delay_direct_p50_ms": steady_direct["p50_ms"],
+        "added_delay_p50_ms": steady_queue["p50_ms"] - steady_direct["p50_ms"],
+        "added_delay_p99_ms": steady_queue["p99_ms"] - steady_direct["p99_ms"],
+    }
+
+
+async def short_jobs(bench: Bench) -> Outcome:
+    """One-token jobs through one worker, against as many one-token requests sent direct: jobs per
+    second, the worker's CPU per job (its jobs per CPU-second is what one worker core sustains), and
+    Redis commands per job, compared from a backlog of a few jobs to a large one and from one worker to
+    several (each command of the fleet counts: enqueue, pickup, claim, lease, events, result)."""
+    plan = bench.plan
+    bench.stack.restart_workers(1)
+    rounds = [await _short_round(bench, plan.short_jobs) for _ in range(plan.short_repetitions)]
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(request_direct(bench.link, _short_answer(1, f"direct {i}")) for i in range(plan.short_jobs))
+    )
+    direct_per_s = plan.short_jobs / (time.perf_counter() - started)
+    by_backlog = {n: (await _short_round(bench, n))["redis_commands_per_job"] for n in plan.short_backlogs}
+    by_workers: dict[int, float] = {}
+    for count in plan.short_workers:
+        bench.stack.restart_workers(count)
+        by_workers[count] = (await _short_round(bench, plan.short_jobs))["redis_commands_per_job"]
+    bench.stack.restart_workers(1)
+    spread = {name: _spread([r[name] for r in rounds]) for name in rounds[0]}
+    median = {name: value["median"] for name, value in spread.items()}
+    backlog_ratio = max(by_backlog.values()) / min(by_backlog.values())
+    workers_ratio = max(by_workers.values()) / min(by_workers.values())
+    figures: dict[str, Any] = {
+        "jobs": plan.short_jobs,
+        **spread,
+        "direct_requests_per_s": direct_per_s,
+        "redis_commands_per_job_by_backlog": by_backlog,
+        "redis_commands_per_job_by_workers": by_workers,
+        "rounds": rounds,
+    }
+    return Outcome(
+        figures,
+        [
+            Check(
+                "one-token jobs per worker CPU-second",
+                median["jobs_per_cpu_s"],
+                1500,
+                "jobs/s",
+                at_least=True,
+            ),
+            Check("Redis commands per job, largest / smallest backlog", backlog_ratio, 1.10, "x"),
+            Check("Redis commands per job, most / fewest workers", workers_ratio, 1.10, "x"),
+        ],
+    )
+
+
+async def request_direct(link: ArkModelLink, messages: list[dict[str, str]]) -> None:
+    async with aclosing(link.stream(messages, max_tokens=1)) as events:
+        async for _ in events:
+            pass
+
+
+async def _short_round(bench: Bench, count: int) -> dict[str, float]:
+    """`count` one-token jobs enqueued at once and run to their ends; what it took."""
+    redis, queue = bench.producer.redis, bench.producer.config.queue.name
+    await redis.config_resetstat()
+    cpu_before, began = bench.stack.worker_cpu_s(), time.perf_counter()
+    jobs = await asyncio.gather(
+        *(bench.producer.enqueue(_short_answer(1, f"{began} {i}"), max_tokens=1) for i in range(count))
+    )
+    ours = 0  # the commands this function sends, left out of the count
+    while await redis.zcard(queue):
+        ours += 1
+        await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - began
+    cpu = bench.stack.worker_cpu_s() - cpu_before
+    results = await asyncio.gather(*(job.fetch_result() for job in jobs))
+    ours += 1 + len(results)  # the last ZCARD, the result reads
+    stats = await redis.info("commandstats")
+    if any(result is None or result.status != "done" for result in results):
+        raise RuntimeError("a one-token job did not end done")
+    commands = sum(int(figures["calls"]) for name, figures in stats.items() if name != "cmdstat_info") - ours
+    return {
+        "jobs_per_s": count / elapsed,
+        "worker_cpu_ms_per_job": cpu / count * 1000,
+        "jobs_per_cpu_s": count / cpu if cpu else float("inf"),
+        "redis_commands_per_job": commands / count,
+    }
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 SCENARIOS: dict[str, Scenario] = {
     "emulator": emulator,
@@ -567,4 +756,6 @@ SCENARIOS: dict[str, Scenario] = {
     "gateway": gateway,
     "agent_call": agent_call,
     "metrics": metrics,
+    "gpu_pace": gpu_pace,
+    "short_jobs": short_jobs,
 }

@@ -50,7 +50,9 @@ class Stack:
     def __enter__(self) -> Self:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.redis, self.redis_url = start_redis(self.directory)
-        self.llm, self.llm_url = start_fake_llm(self.directory)
+        # Batched pacing: requests that ask for no pacing of their own follow one decode clock, as on
+        # a GPU; the others (flat out, or paced on a timer of their own) are as before.
+        self.llm, self.llm_url = start_fake_llm(self.directory, "--pacing", "batched")
         # The helpers' test settings (a short poll delay) do not apply: a benchmark runs the defaults.
         env = ark_env(self.redis_url, self.llm_url, worker__max_jobs=str(self.max_jobs))
         env.pop("ARK_WORKER__POLL_DELAY_S")
