@@ -143,12 +143,14 @@ def steady_delays(streams: Sequence[Stream]) -> list[float]:
     out, as is the tail where fewer and fewer remain."""
     begin = max(stream.stamps[0] for stream in streams)
     end = min(stream.stamps[-1] for stream in streams)
-    return [
+    steady = [
         delay
         for stream in streams
         for stamp, delay in zip(stream.stamps, stream.delays, strict=True)
         if begin <= stamp <= end
     ]
+    # Streams too short to overlap (the first ended before the last began): every token counts.
+    return steady or [delay for stream in streams for delay in stream.delays]
 
 
 def totals(streams: Sequence[Stream]) -> Totals:
