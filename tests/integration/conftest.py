@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from producer import Producer
 from tests.servers import PersistentRedis, WorkerFleet, ark_env, start_fake_llm
@@ -60,3 +62,15 @@ def aof_redis(tmp_path: Path) -> Iterator[PersistentRedis]:
     server = PersistentRedis(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium (`apt-get install chromium`, as CI does): Playwright cannot download one here."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed: `apt-get install chromium` (CI installs it)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield launched
+        launched.close()

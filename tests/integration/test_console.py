@@ -11,7 +11,6 @@ each step go to artifacts/console/.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import pytest
 import redis
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, expect
 
 from arkq.keys import failures_key, workers_key
 from arkq.status import Failure, WorkerRecord
@@ -38,18 +37,6 @@ QUEUE = ArkConfig().queue.name
 WAIT_S = 60.0
 #: What the pages show for a value not known (yet): an en dash.
 NO_VALUE = "\u2013"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium (`apt-get install chromium`, as CI does): Playwright cannot download one here."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("chromium is not installed: `apt-get install chromium` (CI installs it)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -6,14 +6,11 @@ good once the job has ended (the gateway answers its last reconnect with 204).""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
-import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from tests.servers import WorkerFleet, ark_env, start_gateway
 
@@ -35,18 +32,6 @@ PAGE = """<!doctype html>
   };
 </script>
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium (`apt-get install chromium`, as CI does): Playwright cannot download one here."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("chromium is not installed: `apt-get install chromium` (CI installs it)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def test_an_event_source_resumes_on_its_own_through_a_gateway_restart(
