@@ -8,6 +8,7 @@ of them comes with a baseline measured alongside it.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -85,6 +86,9 @@ class Plan:
     short_repetitions: int = 3
     short_backlogs: tuple[int, ...] = (10, 10_000)
     short_workers: tuple[int, ...] = (1, 8)
+    #: Pinned to cores: streams at a GPU's pace per worker, and tokens each.
+    pinned_streams_per_worker: int = 256
+    pinned_tokens: int = 200
 
 
 FULL = Plan()
@@ -113,6 +117,8 @@ QUICK = Plan(
     short_repetitions=1,
     short_backlogs=(10, 50),
     short_workers=(1, 2),
+    pinned_streams_per_worker=16,
+    pinned_tokens=40,
 )
 
 
@@ -630,18 +636,18 @@ async def _gpu_round(bench: Bench, count: int, *, first_direct: bool) -> dict[st
             count, lambda i: direct(bench.link, request(tokens, tag=f"d{i}", on_clock=True), tokens)
         )
 
-    async def queued_run() -> tuple[list[Stream], float]:
-        before = bench.stack.worker_cpu_s()
+    async def queued_run() -> tuple[list[Stream], float, float]:
+        before, redis_before = bench.stack.worker_cpu_s(), bench.stack.redis_cpu_s()
         streams = await concurrently(
             count, lambda i: queued(bench.producer, request(tokens, tag=f"q{i}", on_clock=True), tokens)
         )
-        return streams, bench.stack.worker_cpu_s() - before
+        return streams, bench.stack.worker_cpu_s() - before, bench.stack.redis_cpu_s() - redis_before
 
     if first_direct:
         straight = await direct_run()
-        through, cpu = await queued_run()
+        through, cpu, redis_cpu = await queued_run()
     else:
-        through, cpu = await queued_run()
+        through, cpu, redis_cpu = await queued_run()
         straight = await direct_run()
     for streams in (straight, through):
         _expect_tokens(streams, tokens)
@@ -649,6 +655,7 @@ async def _gpu_round(bench: Bench, count: int, *, first_direct: bool) -> dict[st
     delivered = totals(through)
     return {
         "worker_cpu_us_per_token": cpu / delivered.tokens * 1e6,
+        "redis_cpu_us_per_token": redis_cpu / delivered.tokens * 1e6,
         "queue_tokens_per_s": delivered.per_second,
         "direct_tokens_per_s": totals(straight).per_second,
         "throughput_ratio": delivered.per_second / totals(straight).per_second,
@@ -717,6 +724,7 @@ async def _short_round(bench: Bench, count: int) -> dict[str, float]:
     redis, queue = bench.producer.redis, bench.producer.config.queue.name
     await redis.config_resetstat()
     cpu_before, began = bench.stack.worker_cpu_s(), time.perf_counter()
+    redis_before = bench.stack.redis_cpu_s()
     jobs = await asyncio.gather(
         *(bench.producer.enqueue(_short_answer(1, f"{began} {i}"), max_tokens=1) for i in range(count))
     )
@@ -726,6 +734,7 @@ async def _short_round(bench: Bench, count: int) -> dict[str, float]:
         await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - began
     cpu = bench.stack.worker_cpu_s() - cpu_before
+    redis_cpu = bench.stack.redis_cpu_s() - redis_before
     results = await asyncio.gather(*(job.fetch_result() for job in jobs))
     ours += 1 + len(results)  # the last ZCARD, the result reads
     stats = await redis.info("commandstats")
@@ -737,7 +746,50 @@ async def _short_round(bench: Bench, count: int) -> dict[str, float]:
         "worker_cpu_ms_per_job": cpu / count * 1000,
         "jobs_per_cpu_s": count / cpu if cpu else float("inf"),
         "redis_commands_per_job": commands / count,
+        "redis_cpu_ms_per_job": redis_cpu / count * 1000,
     }
+
+
+async def pinned(bench: Bench) -> Outcome:
+    """Workers each on a core of their own (`os.sched_setaffinity`), the rest of the stack (Redis, the
+    emulator, this client) on the cores left: tokens/s per worker core at a GPU's pace. With fewer than
+    three cores, one worker on the last core and everything else on the others."""
+    plan = bench.plan
+    cores = sorted(os.sched_getaffinity(0))
+    workers = max(1, len(cores) - 2)
+    worker_cores, other_cores = cores[-workers:], cores[:-workers] or cores
+    pids = bench.stack.restart_workers(workers)
+    for pid, core in zip(pids, worker_cores, strict=True):
+        os.sched_setaffinity(pid, {core})
+    stack = bench.stack
+    for pid in (stack.redis.popen.pid, stack.llm.popen.pid, 0):
+        os.sched_setaffinity(pid, set(other_cores))
+    try:
+        count, tokens = plan.pinned_streams_per_worker * workers, plan.pinned_tokens
+        before = stack.worker_cpu_s()
+        streams = await concurrently(
+            count, lambda i: queued(bench.producer, request(tokens, tag=f"p{i}", on_clock=True), tokens)
+        )
+        cpu = stack.worker_cpu_s() - before
+    finally:
+        for pid in (stack.redis.popen.pid, stack.llm.popen.pid, 0):
+            os.sched_setaffinity(pid, set(cores))
+        bench.stack.restart_workers(1)
+    _expect_tokens(streams, tokens)
+    delivered = totals(streams)
+    figures = {
+        "cores": len(cores),
+        "workers": workers,
+        "worker_cores": worker_cores,
+        "streams": count,
+        "tokens_per_stream": tokens,
+        "emulator": EMULATOR_CLOCK,
+        "tokens_per_s": delivered.per_second,
+        "tokens_per_s_per_worker_core": delivered.per_second / workers,
+        "worker_core_busy": cpu / delivered.seconds / workers,
+        "worker_cpu_us_per_token": cpu / delivered.tokens * 1e6,
+    }
+    return Outcome(figures, [])
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -758,4 +810,5 @@ SCENARIOS: dict[str, Scenario] = {
     "metrics": metrics,
     "gpu_pace": gpu_pace,
     "short_jobs": short_jobs,
+    "pinned": pinned,
 }
