@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from arkq import scripts
 from arkq.backoff import REDIS_BACKOFF
-from arkq.keys import ARQ_CLAIM_PREFIX
+from arkq.keys import ARQ_CLAIM_PREFIX, claim_key
 from arkq.logs import LogFormat
 from arkq.metrics import REDIS_ERRORS
 from arkq.redis_failures import name_failure
@@ -69,7 +69,12 @@ ARQ_INTERNALS: dict[str, tuple[str, str]] = {
     ),
     "arq.worker.Worker.start_jobs": (
         "b45797cfa40bed7f",
-        "_start_jobs gives back the slot and counter it takes before its claim when Redis fails",
+        "_start_jobs does its bookkeeping after the claim (semaphore, job_counter, tasks, run_job(job_id, "
+        "score)) for jobs pick.lua claimed as it claims them (PSETEX in-progress, in_progress_timeout_s)",
+    ),
+    "arq.worker.Worker._release_sem_dec_counter_on_complete": (
+        "0ed101482e942c33",
+        "_start_jobs gives each job's slot and count back with it when the job's task ends",
     ),
     "arq.worker.Worker.run_job": (
         "589a19059ff84ee7",
@@ -107,12 +112,13 @@ def _summary(value: Any) -> str:
     return f"<{type(value).__name__}>"
 
 
-async def pick_jobs(redis: Redis, queue_name: str, wanted: int) -> list[bytes]:
-    """Up to `wanted` IDs of due jobs that no worker holds, oldest first."""
+async def pick_jobs(redis: Redis, queue_name: str, wanted: int, claim_ttl_s: float) -> list[tuple[str, int]]:
+    """Up to `wanted` due jobs that no worker holds, oldest first, each claimed for this worker (arq's
+    claim, for `claim_ttl_s`) in the same step: their IDs and queue scores."""
     now_ms = timestamp_ms()
-    args = [now_ms, wanted, ARQ_CLAIM_PREFIX, PICK_SCAN_LIMIT]
-    picked: list[bytes] = await scripts.PICK(redis, keys=[queue_name], args=args)
-    return picked
+    args = [now_ms, wanted, ARQ_CLAIM_PREFIX, PICK_SCAN_LIMIT, max(1, int(claim_ttl_s * 1000))]
+    flat: list[bytes] = await scripts.PICK(redis, keys=[queue_name], args=args)
+    return [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
 
 
 async def poll_round(worker: arq.worker.Worker) -> None:
@@ -125,7 +131,8 @@ async def poll_round(worker: arq.worker.Worker) -> None:
         if worker.burst and worker.max_burst_jobs >= 0:
             free = min(free, worker.max_burst_jobs - worker._jobs_started())
         if worker.allow_pick_jobs and free > 0:
-            await _start_jobs(worker, await pick_jobs(worker.pool, worker.queue_name, free))
+            picked = await pick_jobs(worker.pool, worker.queue_name, free, worker.in_progress_timeout_s)
+            await _start_jobs(worker, picked)
         if worker.allow_abort_jobs:
             await worker._cancel_aborted_jobs()
         for job_id, task in list(worker.tasks.items()):
@@ -146,22 +153,25 @@ async def poll_round(worker: arq.worker.Worker) -> None:
 _FAILED_ROUNDS = "arkq_failed_poll_rounds"
 
 
-async def _start_jobs(worker: arq.worker.Worker, job_ids: list[bytes]) -> None:
-    """arq's `start_jobs`, minus two faults:
+async def _start_jobs(worker: arq.worker.Worker, picked: list[tuple[str, int]]) -> None:
+    """Start jobs the pick has claimed, with arq's own bookkeeping (`Worker.start_jobs` after its
+    claim: a slot of the semaphore, the job counter, the task map, the slot given back at the end).
 
-    - a leak: arq counts the job it is claiming, and takes its slot, before its claim's round trips; a
-      Redis error there (which would have ended the process) left both taken for good, and after a
-      few such rounds the worker would never take a job again;
-    - a job this worker is still winding down (its lease lost, say, to a Redis that went silent) is not
-      started again beside itself: arq keys its running tasks by job ID, and two runs of one job in one
-      process break its bookkeeping. Another worker, or this one once the old run has ended, takes it."""
-    job_ids = [job_id for job_id in job_ids if not _still_running(worker, job_id.decode())]
-    try:
-        await worker.start_jobs(job_ids)
-    except RedisError:
-        worker.job_counter -= 1
-        worker.sem.release()
-        raise
+    arq's `start_jobs` claims each job itself, in three round trips and a transaction (WATCH, EXISTS,
+    ZSCORE, MULTI/PSETEX/EXEC); with several workers picking the same due jobs, every loser paid them
+    too. The pick claims atomically instead, so this costs Redis nothing. A job this worker is still
+    winding down (its lease lost, say, to a Redis that went silent) is not started again beside itself
+    (arq keys its running tasks by job ID): its new claim is given back, and another worker, or this
+    one once the old run has ended, takes it."""
+    for job_id, score in picked:
+        if _still_running(worker, job_id):
+            await worker.pool.delete(claim_key(job_id))
+            continue
+        await worker.sem.acquire()  # never waits: the pick asked for free slots only
+        worker.job_counter += 1
+        task = worker.loop.create_task(worker.run_job(job_id, score))
+        task.add_done_callback(lambda _: worker._release_sem_dec_counter_on_complete())
+        worker.tasks[job_id] = task
 
 
 def _still_running(worker: arq.worker.Worker, job_id: str) -> bool:

@@ -1,4 +1,5 @@
-"""Picking jobs: queued ones behind any number of running ones, in queue order, never a running one."""
+"""Picking jobs: queued ones behind any number of running ones, in queue order, never a running one,
+each claimed in the same step (no two workers take one job)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from worker import arq_patches
 from worker.arq_patches import pick_jobs, poll_round
 
 QUEUE = "arq:queue"
+CLAIM_TTL_S = 310.0
 
 
 async def queue_jobs(redis: ArqRedis, ids: list[str], *, running: set[str], due_in_ms: int = 0) -> None:
@@ -31,14 +33,37 @@ async def test_queued_jobs_behind_more_running_jobs_than_arqs_read_limit_are_fou
 ) -> None:
     running = [f"running-{i}" for i in range(700)]  # arq reads 320 IDs at max_jobs=64
     await queue_jobs(fake_redis, [*running, "new-1", "new-2", "new-3"], running=set(running))
-    assert await pick_jobs(fake_redis, QUEUE, 2) == [b"new-1", b"new-2"]
+    picked = await pick_jobs(fake_redis, QUEUE, 2, CLAIM_TTL_S)
+    assert [job_id for job_id, _ in picked] == ["new-1", "new-2"]
+    assert [int(score) for _, score in picked] == [
+        int(s) for s in await scores(fake_redis, ["new-1", "new-2"])
+    ]
+    assert (
+        await fake_redis.get(claim_key("new-1")) == b"1" and await fake_redis.get(claim_key("new-3")) is None
+    )
 
 
 async def test_nothing_running_or_not_yet_due_is_picked(fake_redis: ArqRedis) -> None:
     await queue_jobs(fake_redis, ["a", "b", "c"], running={"b"})
     await queue_jobs(fake_redis, ["later"], running=set(), due_in_ms=120_000)  # deferred a minute ahead
-    assert await pick_jobs(fake_redis, QUEUE, 10) == [b"a", b"c"]
-    assert await pick_jobs(fake_redis, "arq:empty", 10) == []
+    assert [job_id for job_id, _ in await pick_jobs(fake_redis, QUEUE, 10, CLAIM_TTL_S)] == ["a", "c"]
+    assert await pick_jobs(fake_redis, QUEUE, 10, CLAIM_TTL_S) == []  # claimed by the pick before
+    assert await pick_jobs(fake_redis, "arq:empty", 10, CLAIM_TTL_S) == []
+    assert (
+        await fake_redis.get(claim_key("b")) == b"leased" and await fake_redis.get(claim_key("later")) is None
+    )
+
+
+async def test_two_workers_picking_at_once_never_take_the_same_job(fake_redis: ArqRedis) -> None:
+    ids = [f"job-{i}" for i in range(50)]
+    await queue_jobs(fake_redis, ids, running=set())
+    picks = await asyncio.gather(*(pick_jobs(fake_redis, QUEUE, 7, CLAIM_TTL_S) for _ in range(10)))
+    taken = [job_id for pick in picks for job_id, _ in pick]
+    assert sorted(taken) == sorted(ids) and len(set(taken)) == len(taken)
+
+
+async def scores(redis: ArqRedis, ids: list[str]) -> list[float]:
+    return [float(await redis.zscore(QUEUE, job_id) or 0) for job_id in ids]
 
 
 async def noop(ctx: dict) -> int:
@@ -56,25 +81,20 @@ def arkq_worker(redis: ArqRedis) -> Worker:
     )
 
 
-async def test_a_poll_round_that_redis_fails_gives_back_the_slot_it_was_filling(
+async def test_a_poll_round_that_redis_fails_takes_no_slot(
     fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(arq_patches, "REDIS_BACKOFF", Backoff(0.0, 0.0))
     worker = arkq_worker(fake_redis)
     await fake_redis.enqueue_job("noop")
-    pipeline, failing = fake_redis.pipeline, True
+    evalsha, failing = fake_redis.evalsha, True
 
-    def claim_pipeline(*args: object, **kwargs: object):  # Redis goes away while a job is being claimed
-        pipe = pipeline(*args, **kwargs)
+    async def pick(*args: object, **kwargs: object) -> object:  # Redis goes away as the worker picks
         if failing:
+            raise ConnectionError("Redis is restarting")
+        return await evalsha(*args, **kwargs)
 
-            async def watch(*keys: object) -> None:
-                raise ConnectionError("Redis is restarting")
-
-            pipe.watch = watch
-        return pipe
-
-    monkeypatch.setattr(fake_redis, "pipeline", claim_pipeline)
+    monkeypatch.setattr(fake_redis, "evalsha", pick)
     for _ in range(3):
         await poll_round(worker)
     assert worker.job_counter == 0
@@ -93,6 +113,7 @@ async def test_a_job_this_worker_still_winds_down_is_not_started_beside_itself(f
     await poll_round(worker)
     assert worker.job_counter == 0 and worker.tasks[job.job_id] is not None
     assert not worker.tasks[job.job_id].done()  # the old run is untouched, no second one took its key
+    assert await fake_redis.get(claim_key(job.job_id)) is None  # the pick's claim was given back
     winding_down.set_result(None)
     await worker.tasks.pop(job.job_id)
     await poll_round(worker)
