@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -22,7 +23,7 @@ from .registry import Registry
 from .stats import Stats
 from .wire import ChunkEncoder, dumps, error_body, model_card
 
-__all__ = ["STATE", "FakeLLMState", "create_app"]
+__all__ = ["STATE", "AppOptions", "FakeLLMState", "create_app"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -58,6 +59,17 @@ class FakeLLMState:
 
 
 STATE = web.AppKey("arkq_fake_llm_state", FakeLLMState)
+
+
+class AppOptions(TypedDict, total=False):
+    """The options of :func:`create_app`, for the helpers that pass them through to it."""
+
+    model: str
+    ttft_ms: float
+    itl_ms: float
+    context_length: int
+    api_key: str | None
+    batching: BatchingConfig | None
 
 
 def create_app(

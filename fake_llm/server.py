@@ -6,13 +6,14 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Unpack
 
 from aiohttp import web
 
 from arkq.errors import ConfigError
 
-from .app import STATE, create_app
-from .batching import BatchingConfig, describe
+from .app import STATE, AppOptions, create_app
+from .batching import describe
 from .stats import Stats
 
 __all__ = ["FakeLLMServer", "run", "running_fake_llm"]
@@ -34,26 +35,10 @@ class FakeLLMServer:
     app: web.Application
 
 
-def run(
-    host: str = "127.0.0.1",
-    port: int = 30000,
-    *,
-    model: str = "tgi",
-    ttft_ms: float = 0,
-    itl_ms: float = 0,
-    context_length: int = 32768,
-    api_key: str | None = None,
-    batching: BatchingConfig | None = None,
-) -> None:
+def run(host: str = "127.0.0.1", port: int = 30000, **options: Unpack[AppOptions]) -> None:
     """Serve until interrupted (SIGINT/SIGTERM); the options are those of :func:`create_app`."""
-    app = create_app(
-        model=model,
-        ttft_ms=ttft_ms,
-        itl_ms=itl_ms,
-        context_length=context_length,
-        api_key=api_key,
-        batching=batching,
-    )
+    app = create_app(**options)
+    model, batching = app[STATE].model, app[STATE].batching
 
     pacing = "per-request pacing" if batching is None else f"batched pacing {describe(batching)}"
 
@@ -82,24 +67,10 @@ def run(
 
 
 @asynccontextmanager
-async def running_fake_llm(
-    *,
-    model: str = "tgi",
-    ttft_ms: float = 0,
-    itl_ms: float = 0,
-    context_length: int = 32768,
-    api_key: str | None = None,
-    batching: BatchingConfig | None = None,
-) -> AsyncIterator[FakeLLMServer]:
-    """Start the emulator on 127.0.0.1 with a free port for the duration of the block."""
-    app = create_app(
-        model=model,
-        ttft_ms=ttft_ms,
-        itl_ms=itl_ms,
-        context_length=context_length,
-        api_key=api_key,
-        batching=batching,
-    )
+async def running_fake_llm(**options: Unpack[AppOptions]) -> AsyncIterator[FakeLLMServer]:
+    """Start the emulator on 127.0.0.1 with a free port for the duration of the block; the options are
+    those of :func:`create_app`."""
+    app = create_app(**options)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
