@@ -18,9 +18,6 @@ from typing import Any, Literal
 
 LogFormat = Literal["text", "json"]
 
-#: Record attributes a JSON line carries whenever a record has them (set with `extra=` or the filter).
-CONTEXT_FIELDS = ("job_id", "attempt", "worker", "event", "tenant")
-
 #: The attributes every `logging.LogRecord` has: anything else on a record came from `extra=` (but
 #: uvicorn's `color_message`, its message again with terminal colours).
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

@@ -3,8 +3,7 @@
 Workers write two small records (`arkq.keys`): each its heartbeat (`WorkerRecord`) in one hash per
 queue, every `worker.heartbeat_s`, and each failed job's kind and message in a capped list. A reader
 needs five commands whatever the size of the queue (Redis's clock, two `ZCOUNT`s of the queue, the
-hash, the list),
-so the status of a queue of 100,000 jobs costs what the status of an empty one does.
+hash, the list), so the status of a queue of 100,000 jobs costs what the status of an empty one does.
 
 Running jobs stay in arq's queue until they end, so the jobs waiting to start are the due ones less
 those the live workers say they run: a figure as fresh as the last heartbeats.

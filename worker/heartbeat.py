@@ -72,7 +72,7 @@ class Heartbeat:
         await status.write_heartbeat(self.redis, queue, self.record(now))
         if self.job_metrics.enabled:
             self.job_metrics.running(self.stats.running)
-            found = await status.read_status(self.redis, queue)
+            found = await status.read_status(self.redis, queue, now=now)
             metrics.show_fleet(found, self.config.llm.model_name)
 
     def start(self) -> None:

@@ -13,7 +13,6 @@ observes each gap, which would cost a histogram update per token here.
 from __future__ import annotations
 
 import errno
-import logging
 import threading
 from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
@@ -26,8 +25,6 @@ from arkq.contract import JobResult
 from arkq.errors import ConfigError
 from arkq.metrics import JOB_BUCKETS, TOKEN_GAP_BUCKETS, WAIT_BUCKETS
 from worker.stats import WorkerStats
-
-logger = logging.getLogger("arkq.worker")
 
 QUEUE_TIME = Histogram(
     "arkq_queue_time_seconds",
@@ -152,8 +149,7 @@ class JobMetrics:
             return
         kind = result.error.kind if result.error is not None else ""
         JOBS.labels(self.model_name, result.status, kind).inc()
-        timings = result.timings
-        self._e2e.observe(max(0.0, timings.finished_at - timings.enqueued_at))
+        self._e2e.observe(max(0.0, result.timings.total_s))
         prompt = (result.usage or {}).get("prompt_tokens")
         if isinstance(prompt, int) and prompt > 0:
             self._prompt_tokens.inc(prompt)
