@@ -8,18 +8,16 @@ lasts as long as its job: it counts as open from its first byte to its last.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from arkq.errors import RedisFailure
 from arkq.metrics import REDIS_ERRORS, REQUEST_BUCKETS, hide_fleet, show_fleet
-from arkq.status import read_status
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -94,9 +92,8 @@ async def metrics(request: Request) -> Response:
     not answer drops them and counts an error, and the scrape still succeeds."""
     gateway: Gateway = request.app.state.gateway
     try:
-        async with asyncio.timeout(gateway.config.redis.connect_timeout_s):
-            found = await read_status(gateway.redis, gateway.config.queue.name)
-    except (RedisError, OSError):  # OSError: a timeout too
+        found = await gateway.producer.status()  # bounded by redis.connect_timeout_s, as every read
+    except RedisFailure:
         REDIS_ERRORS.inc()
         hide_fleet(gateway.config.llm.model_name)
     else:
