@@ -97,7 +97,7 @@ def start_fake_llm(log_dir: Path, *options: str) -> tuple[Process, str]:
     port = free_port()
     argv = [str(BIN / "arkq"), "fake-llm", "--port", str(port), *options]
     process = start(f"fake-llm-{port}", argv, log_dir)
-    _wait_serving(process, port, "arkq fake-llm", 15)
+    wait_serving(process, port, "arkq fake-llm", 15)
     return process, f"http://127.0.0.1:{port}/v1"
 
 
@@ -109,11 +109,11 @@ def start_gateway(
     port = port or free_port()
     argv = [str(BIN / "arkq"), "serve", "--host", "127.0.0.1", "--port", str(port), *options]
     process = start(f"gateway-{port}", argv, log_dir, env)
-    _wait_serving(process, port, "arkq serve", 30, probe=b"GET /healthz HTTP/1.0\r\n\r\n")
+    wait_serving(process, port, "arkq serve", 30, probe=b"GET /healthz HTTP/1.0\r\n\r\n")
     return process, f"http://127.0.0.1:{port}"
 
 
-def _wait_serving(process: Process, port: int, what: str, timeout: float, probe: bytes | None = None) -> None:
+def wait_serving(process: Process, port: int, what: str, timeout: float, probe: bytes | None = None) -> None:
     """Until `process` accepts connections on `port` (and, with `probe`, answers it with a 200)."""
 
     def serving() -> bool:

@@ -14,7 +14,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from bench.processes import Process, WorkerFleet, ark_env, start_fake_llm, start_gateway, start_redis
+from bench.processes import (
+    Process,
+    WorkerFleet,
+    ark_env,
+    start_fake_llm,
+    start_gateway,
+    start_redis,
+    wait_serving,
+)
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -92,7 +100,12 @@ class Stack:
         base.pop("ARK_WORKER__POLL_DELAY_S")
         base.update({f"ARK_{key.upper()}": value for key, value in settings.items()})
         self.fleet.env = base
-        return self.workers(count)
+        pids = self.workers(count)
+        port = settings.get("worker__metrics_port")
+        if port is not None:  # it opens in the worker's start-up, after the line `workers` waits for
+            for process in self.fleet.alive():
+                wait_serving(process, int(port), f"{process.name}'s /metrics", 30)
+        return pids
 
     def worker_cpu_s(self) -> float:
         return sum(cpu_seconds(process.popen.pid) for process in self.fleet.alive())
