@@ -8,6 +8,7 @@ objects; the functions here turn each into a `ModelError` whose `kind` says what
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import re
 import socket
@@ -20,11 +21,12 @@ import aiohttp
 import httpx2
 import openai
 
-from arkq.errors import ERROR_KINDS, RETRYABLE_KINDS, ErrorKind, ModelError
+from arkq.errors import ERROR_KINDS, RETRYABLE_KINDS, ArkqError, ErrorKind, ModelError
 
 __all__ = [
     "ERROR_KINDS",
     "RETRYABLE_KINDS",
+    "ConnectFailed",
     "ErrorKind",
     "ModelError",
     "bad_response",
@@ -32,6 +34,7 @@ __all__ = [
     "from_stream_error",
     "kind_for_status",
     "parse_retry_after",
+    "status_error",
     "stream_incomplete",
     "unreached",
 ]
@@ -128,8 +131,34 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _status_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
+class ConnectFailed(ArkqError):
+    """No connection to the LLM server could be made (`os_error` says why): the cause under the link's
+    `ModelError("connect")`, by which `unreached` knows that a request never reached the server."""
+
+    def __init__(self, host: str, port: int, os_error: OSError) -> None:
+        super().__init__(_unreached_text(host, port, os_error))
+        self.host, self.port, self.os_error = host, port, os_error
+
+
+def status_error(
+    status_code: int, headers: Mapping[str, str], body: bytes, url: str, *, fallback: str = ""
+) -> ModelError:
+    """The `ModelError` for an HTTP error status, from the response's headers and (start of) body;
+    `fallback` is its message when the body has none."""
+    if status_code == 404:  # no such path: llm.base_url is not where the API is
+        return bad_response(url, 404, _header(headers, "content-type"), body, "a chat completion")
+    try:
+        parsed: Any = json.loads(body) if body else None
+    except ValueError:
+        parsed = body.decode("utf-8", "replace")
+    message = _status_message(parsed) or fallback or f"HTTP {status_code} from {url}"
+    kind = kind_for_status(status_code, message)
+    if kind == "bad_request" and _error_code(parsed) == "context_length_exceeded":
+        kind = "context_overflow"
+    return ModelError(kind, message, retry_after=parse_retry_after(headers), status_code=status_code)
+
+
+def _status_message(body: Any) -> str | None:
     if isinstance(body, Mapping):
         inner = body.get("error", body)
         if isinstance(inner, Mapping) and isinstance(inner.get("message"), str) and inner["message"]:
@@ -138,7 +167,14 @@ def _status_message(exc: openai.APIStatusError) -> str:
             return inner
     if isinstance(body, str) and body:
         return body
-    return exc.message
+    return None
+
+
+def _error_code(body: Any) -> Any:
+    if not isinstance(body, Mapping):
+        return None
+    inner = body.get("error", body)
+    return inner.get("code") if isinstance(inner, Mapping) else None
 
 
 def from_openai_error(exc: BaseException) -> ModelError:
@@ -147,25 +183,21 @@ def from_openai_error(exc: BaseException) -> ModelError:
         return exc
     connector = _connector_error(exc)
     if connector is not None:  # before a timeout: the aiohttp transport calls every such failure one
-        return ModelError("connect", _unreached_text(connector))
+        where = (str(connector.host), connector.port or 0)
+        return ModelError("connect", _unreached_text(*where, connector.os_error))
     dropped = _connection_failed(exc)
     if isinstance(exc, openai.APITimeoutError) and not dropped:
         return ModelError("timeout", f"request timed out: {_cause_text(exc)}")
     if isinstance(exc, openai.APIConnectionError):
         return ModelError("connect", f"the connection to the LLM server failed: {_cause_text(exc)}")
     if isinstance(exc, openai.APIStatusError):
-        if exc.status_code == 404:  # no such path: llm.base_url is not where the API is
-            return _not_found(exc.response)
-        message = _status_message(exc)
-        kind = kind_for_status(exc.status_code, message)
-        if kind == "bad_request" and exc.code == "context_length_exceeded":
-            kind = "context_overflow"
-        return ModelError(
-            kind,
-            message,
-            retry_after=parse_retry_after(exc.response.headers),
-            status_code=exc.status_code,
-        )
+        response = exc.response
+        try:
+            content = response.content  # the client reads an error's body before raising
+        except httpx2.ResponseNotRead:
+            content = b""
+        url = str(response.request.url)
+        return status_error(exc.status_code, response.headers, content, url, fallback=exc.message)
     if isinstance(exc, openai.APIResponseValidationError):
         # A 2xx body that is not a chat completion: the same request will get the same answer.
         return ModelError("server_error", f"malformed response: {exc.message}", retryable=False)
@@ -180,22 +212,18 @@ def from_openai_error(exc: BaseException) -> ModelError:
     return ModelError("server_error", f"{type(exc).__name__}: {exc}", retryable=False)
 
 
-def _not_found(response: httpx2.Response) -> ModelError:
-    try:
-        body = response.content  # the client reads an error's body before raising
-    except httpx2.ResponseNotRead:
-        body = b""
-    content_type = response.headers.get("content-type")
-    return bad_response(str(response.request.url), 404, content_type, body, "a chat completion")
-
-
 def unreached(exc: BaseException) -> bool:
     """Whether `exc` (an error from the client, or the `ModelError` raised from one) means that no
     connection to the server could be made: refused, unknown host, unroutable. Such a request never
     reached the server, and neither would an abort of it."""
-    if isinstance(exc, ModelError):
-        return exc.__cause__ is not None and _connector_error(exc.__cause__) is not None
-    return _connector_error(exc) is not None
+    seen: BaseException | None = exc.__cause__ if isinstance(exc, ModelError) else exc
+    while seen is not None:
+        if isinstance(seen, ConnectFailed):
+            return True
+        if isinstance(seen, aiohttp.ClientConnectorError) and not isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _connector_error(exc: BaseException) -> aiohttp.ClientConnectorError | None:
@@ -208,18 +236,15 @@ def _connector_error(exc: BaseException) -> aiohttp.ClientConnectorError | None:
     return None
 
 
-def _unreached_text(error: aiohttp.ClientConnectorError) -> str:
+def _unreached_text(host: str, port: int, reason: OSError) -> str:
     """One cause, in words: refused, unknown host, or the system's reason."""
-    where = f"{error.host}:{error.port}"
-    reason = error.os_error
-    if isinstance(error, aiohttp.ClientConnectorDNSError) or isinstance(reason, socket.gaierror):
-        return (
-            f"cannot resolve the LLM server's host {error.host!r} ({_os_reason(reason)}): "
-            "is llm.base_url right?"
-        )
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve the LLM server's host {host!r} ({_os_reason(reason)}): is llm.base_url right?"
     if isinstance(reason, ConnectionRefusedError):
-        return f"the LLM server at {where} refused the connection: is it running, is llm.base_url right?"
-    return f"cannot connect to the LLM server at {where}: {_os_reason(reason)}"
+        return (
+            f"the LLM server at {host}:{port} refused the connection: is it running, is llm.base_url right?"
+        )
+    return f"cannot connect to the LLM server at {host}:{port}: {_os_reason(reason)}"
 
 
 def _os_reason(error: OSError) -> str:

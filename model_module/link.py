@@ -22,8 +22,8 @@ import json
 import logging
 import math
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import aclosing, suppress
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import httpx2
@@ -43,16 +43,17 @@ from model_module.errors import (
     unreached,
 )
 from model_module.events import Finish, StreamEvent
+from model_module.http_stream import Endpoint, EventSink, StreamPool
 from model_module.retry import RequestBudget, RetryPolicy
 from model_module.sse import ChunkDecoder
+from model_module.version import USER_AGENT as _USER_AGENT
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-#: After `[DONE]`, how long to wait for the end of the HTTP body so the connection can be reused. A
-#: compliant server ends it at once; one that does not must not hold the answer back.
-_DRAIN_AFTER_DONE_S = 0.1
+#: Events `stream` holds for a caller that has not taken them yet, beyond which it stops reading.
+_STREAM_BUFFER = 256
 #: An abort is a courtesy to the server: never let it hold up the caller for long.
 _ABORT_TIMEOUT_S = 2.0
 
@@ -139,7 +140,15 @@ class ArkModelLink(LinkCalls):
         self.retry_policy = RetryPolicy(
             self.max_retries, self.backoff_base_s, self.backoff_max_s, self.max_retry_after_s
         )
+        self._endpoint = Endpoint.of(self.base_url)
+        self._stream_headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "Authorization": f"Bearer {self._api_key or '-'}",
+            "User-Agent": _USER_AGENT,
+        }
         self._client: AsyncOpenAI | None = None
+        self._pool: StreamPool | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._keeper: Keeper | None = None
         # Loops in several threads may share the link. Unguarded, two could each make a client, and the
@@ -167,17 +176,31 @@ class ArkModelLink(LinkCalls):
         A pool's connections belong to the event loop that opened them, so a link used from a new loop
         (a second `asyncio.run`, one loop per test) gets a new client instead of a broken pool.
         """
+        return self._opened()[0]
+
+    @property
+    def streams(self) -> StreamPool:
+        """The connections that streamed calls use (`model_module.http_stream`), like `client` one set
+        per event loop."""
+        return self._opened()[1]
+
+    def _opened(self) -> tuple[AsyncOpenAI, StreamPool]:
         loop = _running_loop()
         with self._client_lock:
-            client = self._client
-            if client is None or (loop is not None and self._client_loop not in (None, loop)):
+            client, pool = self._client, self._pool
+            if client is None or pool is None or (loop is not None and self._client_loop not in (None, loop)):
                 release(self._keeper)  # the old client's loop may still be using it
-                client, self._client_loop, self._keeper = self._new_client(), None, None
-                self._client = client
+                client, pool = self._new_client(), self._new_pool()
+                self._client, self._pool, self._client_loop, self._keeper = client, pool, None, None
             if loop is not None and self._client_loop is None:
                 self._client_loop = loop
-                self._keeper = close_with_loop(_closer(client))
-            return client
+                self._keeper = close_with_loop(_closer(client, pool))
+            return client, pool
+
+    def _new_pool(self) -> StreamPool:
+        return StreamPool(
+            self._endpoint, connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.read_timeout_s
+        )
 
     def _new_client(self) -> AsyncOpenAI:
         # `read` bounds the silence before the first token and between chunks, not the whole call.
@@ -195,9 +218,11 @@ class ArkModelLink(LinkCalls):
     async def aclose(self) -> None:
         """Close the client and its connections. The link stays usable: a later call opens a new one."""
         with self._client_lock:
-            client = self._client
+            client, pool = self._client, self._pool
             release(self._keeper)
-            self._client, self._client_loop, self._keeper = None, None, None
+            self._client, self._pool, self._client_loop, self._keeper = None, None, None, None
+        if pool is not None:
+            pool.close()
         if client is not None:
             await client.close()  # a no-op if its loop's shutdown has closed it
 
@@ -271,6 +296,98 @@ class ArkModelLink(LinkCalls):
             )
         return delay
 
+    async def relay(
+        self,
+        messages: Sequence[MessageLike],
+        json_schema: Mapping[str, Any] | None = None,
+        *,
+        sink: EventSink,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        model: str | None = None,
+        rid: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        budget: RequestBudget | None = None,
+        sampling: Mapping[str, Any] | None = None,
+    ) -> Finish:
+        """Stream the model's answer into `sink`, each delta as it arrives; return how it finished.
+
+        `sink` is called with every delta while the response is being read, before the next byte is, so
+        a delta costs no task switch: a worker relays a GPU's output this way. It may return an
+        awaitable, and reading waits until that is done; what it raises ends the call, as raised.
+
+        Transient failures are retried only until the first delta has reached `sink`; after it, any
+        failure raises `ModelError` at once, because the caller has already passed the partial answer
+        on. Retries draw on `budget` (default: a fresh one, `max_retries` retries): a caller that
+        starts over after a broken stream passes the same budget again, so that the requests failing
+        before any output stay bounded for the whole job. Cancelling the call closes the HTTP stream
+        (SGLang then aborts the request; send `rid` to be able to abort it explicitly too). `sampling`
+        holds further OpenAI parameters (`top_p`, `stop`, `seed`, `tool_choice`, ...), sent as given.
+        """
+        params = self._params(
+            messages,
+            json_schema,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            model=model,
+            rid=rid,
+            tools=tools,
+            extra_body=extra_body,
+            sampling=sampling,
+        )
+        extra = params.pop("extra_body", None) or {}
+        body = json.dumps({**params, **extra, "stream": True, "stream_options": {"include_usage": True}})
+        payload = body.encode()
+        budget = self.retry_policy.budget() if budget is None else budget
+        started = False
+
+        def told(event: StreamEvent) -> Awaitable[None] | None:
+            nonlocal started
+            started = True
+            return sink(event)
+
+        while True:
+            budget.sent += 1
+            outcome = "closed"  # the caller stopped the call before the end
+            try:
+                finish = await self._relay_once(payload, told)
+                outcome = "ok"
+                return finish
+            except ModelError as error:
+                outcome = error.kind
+                delay = None if started else self._next_try(error, budget)
+                if delay is None:
+                    raise
+                if error.kind == "timeout" and rid is not None:
+                    # The server may still hold the request we gave up on; the retry reuses its rid.
+                    await self.abort(rid)
+            finally:
+                if self.on_request is not None:
+                    self.on_request(outcome)
+            await asyncio.sleep(delay)
+
+    async def _relay_once(self, payload: bytes, sink: EventSink) -> Finish:
+        decoder = ChunkDecoder()
+        try:
+            await self.streams.post_stream("/chat/completions", payload, self._stream_headers, decoder, sink)
+        except ModelError as error:
+            self.server_unreached = unreached(error)
+            raise
+        finally:
+            if decoder.unknown:
+                logger.warning(
+                    "the LLM server at %s sent %d line(s) that are not SSE in one stream; skipped them. "
+                    "The first: %r",
+                    self.base_url,
+                    decoder.unknown,
+                    decoder.first_unknown,
+                )
+        self.server_unreached = False
+        if not decoder.done:
+            raise stream_incomplete("the server closed the stream without [DONE]")
+        return Finish(decoder.finish_reason, decoder.usage)
+
     async def stream(
         self,
         messages: Sequence[MessageLike],
@@ -285,100 +402,61 @@ class ArkModelLink(LinkCalls):
         budget: RequestBudget | None = None,
         sampling: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Stream the model's answer as typed events, ending with exactly one `Finish`.
+        """The model's answer as typed events, ending with exactly one `Finish`: `relay` as an
+        iterator, with its retry policy (nothing is retried once a delta has been yielded). Closing the
+        iterator early closes the HTTP stream."""
+        buffered: list[StreamEvent] = []
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Future[None] = loop.create_future()
+        room: asyncio.Future[None] | None = None
 
-        Transient failures are retried only until the first delta has been yielded; after it, any
-        failure raises `ModelError` at once, because the caller has already passed the partial answer
-        on. Retries draw on `budget` (default: a fresh one, `max_retries` retries): a caller that
-        starts over after a broken stream passes the same budget again, so that the requests failing
-        before any output stay bounded for the whole job. Closing the iterator early closes the HTTP
-        stream (SGLang then aborts the request; send `rid` to be able to abort it explicitly too).
-        `sampling` holds further OpenAI parameters (`top_p`, `stop`, `seed`, `tool_choice`, ...), sent
-        as given.
-        """
-        params = self._params(
-            messages,
-            json_schema,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            model=model,
-            rid=rid,
-            tools=tools,
-            extra_body=extra_body,
-            sampling=sampling,
+        def wake() -> None:
+            if not arrived.done():
+                arrived.set_result(None)
+
+        def sink(event: StreamEvent) -> Awaitable[None] | None:
+            nonlocal room
+            buffered.append(event)
+            wake()
+            if len(buffered) < _STREAM_BUFFER:
+                return None
+            room = loop.create_future()  # the caller is behind: reading waits until it takes these
+            return room
+
+        call = asyncio.ensure_future(
+            self.relay(
+                messages,
+                json_schema,
+                sink=sink,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                model=model,
+                rid=rid,
+                tools=tools,
+                extra_body=extra_body,
+                budget=budget,
+                sampling=sampling,
+            )
         )
-        params["stream"] = True
-        params["stream_options"] = {"include_usage": True}
-        budget = self.retry_policy.budget() if budget is None else budget
-        while True:
-            started = False
-            budget.sent += 1
-            outcome = "closed"  # the caller stopped reading before the end
-            try:
-                async with aclosing(self._stream_once(params)) as events:
-                    async for event in events:
-                        started = True
-                        if type(event) is Finish:
-                            outcome = "ok"  # the caller may stop reading at the finish
-                        yield event
-                outcome = "ok"
-                return
-            except ModelError as error:
-                outcome = error.kind
-                delay = None if started else self._next_try(error, budget)
-                if delay is None:
-                    raise
-                if error.kind == "timeout" and rid is not None:
-                    # The server may still hold the request we gave up on; the retry reuses its rid.
-                    await self.abort(rid)
-            finally:
-                if self.on_request is not None:
-                    self.on_request(outcome)
-            await asyncio.sleep(delay)
-
-    async def _stream_once(self, params: dict[str, Any]) -> AsyncGenerator[StreamEvent, None]:
-        decoder = ChunkDecoder()
-        feed = decoder.feed
+        call.add_done_callback(lambda _: wake())
         try:
-            # with_streaming_response still raises the typed status errors (before the body is read),
-            # but hands back the raw body instead of parsing every chunk into pydantic models.
-            async with self.client.chat.completions.with_streaming_response.create(**params) as response:
-                self.server_unreached = False
-                if _media_type(response.headers) != "text/event-stream":
-                    raise await _bad_response(response, "a text/event-stream stream")
-                # The body's bytes, split into lines here: httpx's own line and text iterators are two
-                # more generator layers, and more Python, for every chunk of every stream.
-                body = response.http_response.aiter_bytes()
-                rest = b""
-                async for data in body:
-                    *lines, rest = (rest + data).split(b"\n") if rest else data.split(b"\n")
-                    for line in lines:
-                        for event in feed(line.rstrip(b"\r").decode("utf-8", "replace")):
-                            yield event
-                    if decoder.done:
-                        break
-                else:
-                    if rest:
-                        for event in feed(rest.rstrip(b"\r").decode("utf-8", "replace")):
-                            yield event
-                    for event in decoder.flush():
-                        yield event
-                if decoder.done:
-                    await _drain(body)
-        except (openai.APIError, httpx2.RequestError) as exc:
-            raise self._failed(exc) from exc
+            while True:
+                await arrived
+                arrived = loop.create_future()
+                events = buffered[:]
+                buffered.clear()
+                if room is not None and not room.done():
+                    room.set_result(None)
+                for event in events:
+                    yield event
+                if call.done() and not buffered:
+                    yield call.result()
+                    return
         finally:
-            if decoder.unknown:
-                logger.warning(
-                    "the LLM server at %s sent %d line(s) that are not SSE in one stream; skipped them. "
-                    "The first: %r",
-                    self.base_url,
-                    decoder.unknown,
-                    decoder.first_unknown,
-                )
-        if not decoder.done:
-            raise stream_incomplete("the server closed the stream without [DONE]")
-        yield Finish(decoder.finish_reason, decoder.usage)
+            if not call.done():
+                call.cancel()
+                with suppress(asyncio.CancelledError, ModelError):
+                    await call
 
     def _failed(self, exc: BaseException) -> ModelError:
         """The `ModelError` for a failed request; notes whether the server could not be reached."""
@@ -465,10 +543,11 @@ class ArkModelLink(LinkCalls):
         return content if isinstance(content, str) else ""
 
 
-def _closer(client: AsyncOpenAI) -> Close:
-    """What the keeper runs when the loop ends first: close `client` unless closed already."""
+def _closer(client: AsyncOpenAI, pool: StreamPool) -> Close:
+    """What the keeper runs when the loop ends first: close `client` and `pool` unless closed already."""
 
     async def close() -> None:
+        pool.close()
         if not client.is_closed():
             await client.close()
 
@@ -497,13 +576,3 @@ async def _bad_response(
     return bad_response(
         str(http.request.url), http.status_code, http.headers.get("content-type"), body, expected
     )
-
-
-async def _drain(body: AsyncIterator[bytes]) -> None:
-    """Read what follows `[DONE]` (normally just the end of the body) so the connection is reused."""
-    try:
-        async with asyncio.timeout(_DRAIN_AFTER_DONE_S):
-            async for _ in body:
-                pass
-    except (TimeoutError, httpx2.RequestError):
-        pass  # the answer is complete; a connection that cannot be reused is simply closed

@@ -200,8 +200,8 @@ async def test_auth_error_is_not_retried() -> None:
     async with serve(handler) as server, link(server) as llm:
         with pytest.raises(ModelError) as caught:
             await collect(llm)
-    assert (caught.value.kind, caught.value.retryable) == ("auth", False)
-    assert isinstance(caught.value.__cause__, Exception)
+    assert (caught.value.kind, caught.value.retryable, caught.value.status_code) == ("auth", False, 401)
+    assert caught.value.message == "bad key"
     assert len(server.requests) == 1
 
 

@@ -1,0 +1,142 @@
+"""`ArkModelLink.relay` and the Protocol under it (`model_module.http_stream`): deltas told to a sink as
+they are read, a sink that pushes back, a sink that fails, kept-alive connections, uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+import pytest
+import uvloop
+from aiohttp import web
+
+from model_module import ArkModelLink, Finish, StreamEvent, TextDelta
+from model_module.http_stream import Endpoint
+from tests.model_module.test_model_link_wire import DONE, HI, USAGE, Handler, chunk, serve, sse_handler
+
+WORDS = ["a", "b", "c", "d"]
+
+
+def words_handler() -> Handler:
+    parts = [chunk({"content": word}) for word in WORDS]
+    return sse_handler(*parts, chunk({}, "stop"), chunk(None, usage=USAGE), DONE)
+
+
+def trickle_handler() -> Handler:
+    """The words one at a time, as a GPU sends them (what arrives together is told together)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in WORDS:
+            await response.write(chunk({"content": word}))
+            await asyncio.sleep(0.02)  # fixed: a decode step
+        await response.write(chunk({}, "stop") + DONE)
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+def link(base_url: str, **options: float) -> ArkModelLink:
+    return ArkModelLink(base_url=base_url, max_retries=0, backoff_base_s=0.01, **options)  # type: ignore[arg-type]
+
+
+async def test_relay_tells_the_sink_each_delta_and_returns_the_finish() -> None:
+    told: list[StreamEvent] = []
+    async with serve(words_handler()) as server, link(server.base_url) as llm:
+        finish = await llm.relay(HI, sink=told.append)
+    assert [event.text for event in told if isinstance(event, TextDelta)] == WORDS
+    assert finish == Finish("stop", USAGE)
+
+
+async def test_a_sink_that_pushes_back_stops_the_reading_until_it_is_done() -> None:
+    told: list[str] = []
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    held = asyncio.Event()
+
+    def sink(event: StreamEvent) -> Awaitable[None] | None:
+        assert isinstance(event, TextDelta)
+        told.append(event.text)
+        if event.text == "b":
+            held.set()
+            return gate
+        return None
+
+    async with serve(trickle_handler()) as server, link(server.base_url) as llm:
+        call = asyncio.create_task(llm.relay(HI, sink=sink))
+        await held.wait()
+        await asyncio.sleep(0.2)  # fixed: the server has sent it all; nothing more may reach the sink
+        assert told == ["a", "b"] and not call.done()
+        gate.set_result(None)
+        finish = await call
+    assert told == WORDS and finish.reason == "stop"
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_what_the_sink_raises_ends_the_call_as_raised_and_closes_the_connection() -> None:
+    def sink(event: StreamEvent) -> None:
+        raise Refused("not mine any more")
+
+    async with serve(words_handler()) as server, link(server.base_url) as llm:
+        with pytest.raises(Refused):
+            await llm.relay(HI, sink=sink)
+        await llm.relay(HI, sink=lambda event: None)
+    assert server.peers[0] != server.peers[1]  # the failed call's connection was not reused
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = await words_handler()(request)
+        assert request.transport is not None
+        asyncio.get_running_loop().call_later(0.05, request.transport.close)
+        return response
+
+    async with serve(handler) as server, link(server.base_url) as llm:
+        for _ in range(2):
+            await llm.relay(HI, sink=lambda event: None)
+            await asyncio.sleep(0.3)  # fixed: the server closes the kept-alive connection meanwhile
+    assert len(server.requests) == 2 and server.peers[0] != server.peers[1]
+
+
+def test_relay_runs_on_uvloop() -> None:
+    async def main() -> list[str]:
+        told: list[str] = []
+        async with serve(words_handler()) as server, link(server.base_url) as llm:
+            await llm.relay(HI, sink=lambda event: told.append(getattr(event, "text", "")))
+            async for event in llm.stream(HI):
+                if isinstance(event, TextDelta):
+                    told.append(event.text)
+        return told
+
+    assert uvloop.run(main()) == WORDS + WORDS
+
+
+@pytest.mark.parametrize(
+    ("base_url", "host", "port", "prefix", "authority"),
+    [
+        ("http://127.0.0.1:30000/v1", "127.0.0.1", 30000, "/v1", "127.0.0.1:30000"),
+        ("https://llm.example.com/v1/", "llm.example.com", 443, "/v1", "llm.example.com"),
+        ("http://[::1]:8000", "::1", 8000, "", "[::1]:8000"),
+    ],
+)
+def test_endpoint_of_a_base_url(base_url: str, host: str, port: int, prefix: str, authority: str) -> None:
+    endpoint = Endpoint.of(base_url)
+    assert (endpoint.host, endpoint.port, endpoint.prefix, endpoint.authority) == (
+        host,
+        port,
+        prefix,
+        authority,
+    )
+    assert (
+        endpoint.url("/chat/completions")
+        == f"{base_url.split('://')[0]}://{authority}{prefix}/chat/completions"
+    )
+
+
+def test_a_base_url_that_is_no_http_url_is_refused_when_the_link_is_made() -> None:
+    with pytest.raises(ValueError, match="http:// or https://"):
+        ArkModelLink(base_url="localhost:30000/v1")
