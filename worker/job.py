@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from contextlib import aclosing
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +46,7 @@ from arkq.logs import JobLogContext, job_context
 from arkq.metrics import REDIS_ERRORS
 from arkq.status import Failure, record_failure
 from config_module.settings import ArkConfig
-from model_module import ArkModelLink, Finish, ReasoningDelta, TextDelta, ToolCallDelta
-from model_module.errors import stream_incomplete
+from model_module import ArkModelLink, Finish, ReasoningDelta, StreamEvent, TextDelta, ToolCallDelta
 from model_module.retry import RequestBudget
 from worker.metrics import JobMetrics
 from worker.publisher import EventPublisher
@@ -421,9 +420,32 @@ class GenerationJob:
             if max_tokens <= 0:
                 return Finish(reason="length", usage=None)  # the answer had used all of max_tokens
             extra_body = {"continue_final_message": True}
-        stream = self.link.stream(
+        stats = self.stats
+
+        def relay(delta: StreamEvent) -> Awaitable[None] | None:
+            """Each delta, told as the link reads it: kept for the result and queued for publishing."""
+            if output.first_token_at is None:
+                self._first_output()
+            if type(delta) is TextDelta:
+                output.text.append(delta.text)
+                stats.tokens += 1
+                return publisher.put_text("token", delta.text)
+            if type(delta) is ReasoningDelta:
+                output.reasoning.append(delta.text)
+                stats.tokens += 1
+                return publisher.put_text("reasoning", delta.text)
+            if type(delta) is ToolCallDelta:
+                output.add_tool_call(delta)
+                return publisher.put(
+                    ToolCallEvent, index=delta.index, id=delta.id, name=delta.name, arguments=delta.arguments
+                )
+            return None
+
+        # Cancelling the job (or losing its lease) cancels the call, which closes its HTTP stream.
+        finish = await self.link.relay(
             messages,
             request.json_schema,
+            sink=relay,
             max_tokens=max_tokens,
             temperature=request.temperature,
             model=request.model,
@@ -433,33 +455,8 @@ class GenerationJob:
             budget=budget,
             sampling=request.sampling(),
         )
-        stats = self.stats
-        # aclosing: a job stopped mid-stream closes its HTTP stream at once.
-        async with aclosing(stream) as deltas:
-            async for delta in deltas:
-                if type(delta) is Finish:
-                    self._finished_stream(len(output.text) - (going_on is not None) + len(output.reasoning))
-                    return delta if going_on is None else going_on.whole(delta)
-                if output.first_token_at is None:
-                    self._first_output()
-                if type(delta) is TextDelta:
-                    output.text.append(delta.text)
-                    stats.tokens += 1
-                    await publisher.emit_text("token", delta.text)
-                elif type(delta) is ReasoningDelta:
-                    output.reasoning.append(delta.text)
-                    stats.tokens += 1
-                    await publisher.emit_text("reasoning", delta.text)
-                elif type(delta) is ToolCallDelta:
-                    output.add_tool_call(delta)
-                    await publisher.emit(
-                        ToolCallEvent,
-                        index=delta.index,
-                        id=delta.id,
-                        name=delta.name,
-                        arguments=delta.arguments,
-                    )
-        raise stream_incomplete("no finish event")
+        self._finished_stream(len(output.text) - (going_on is not None) + len(output.reasoning))
+        return finish if going_on is None else going_on.whole(finish)
 
     def _first_output(self) -> None:
         self.output.first_token_at = now = time.time()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable
 from typing import Any, ClassVar, Literal
 
 from redis.asyncio import Redis
@@ -99,12 +100,18 @@ class EventWriter:
         return batch
 
     async def _write(self, batch: list[tuple[EventPublisher, list[bytes], str, int]]) -> None:
-        keys: list[str] = []
-        args: list[Any] = []
+        keys: list[bytes] = []
+        args: list[bytes] = []
         for publisher, events, result, keep_ms in batch:
             keys += publisher.keys
-            args += [publisher.token, publisher.channel, publisher.log_ttl_ms, publisher.written]
-            args += [result, keep_ms, len(events), *events]
+            # Bytes, built here in one piece: what redis-py encodes fastest, argument by argument.
+            args.append(
+                b"%s%d\n%d\n%d\n%s"
+                % (publisher.header, publisher.written, len(events), keep_ms, publisher.channel)
+            )
+            if keep_ms:
+                args.append(result.encode())
+            args += events
         try:
             replies = await self._call(keys, args)
         except Exception as error:  # Redis stayed away: every job in the call must hear of it
@@ -119,7 +126,7 @@ class EventWriter:
                 if publisher.has_backlog:
                     self._waiting[publisher] = None
 
-    async def _call(self, keys: list[str], args: list[Any]) -> list[int]:
+    async def _call(self, keys: list[bytes], args: list[bytes]) -> list[int]:
         redis = self._redis()
         if redis is None:
             raise RedisError("the Redis client of this event writer is closed and gone")
@@ -169,9 +176,10 @@ class EventPublisher:
         for event in history:
             self._track(event.type, _answer_text(event))
         self.token = token
-        self.keys = [lease_key(job_id), event_log_key(job_id), result_key(job_id)]
-        self.channel = event_channel(channel_prefix, job_id)
-        self.log_ttl_ms = max(1, int(log_ttl_s * 1000))
+        self.keys = [key.encode() for key in (lease_key(job_id), event_log_key(job_id), result_key(job_id))]
+        self.channel = event_channel(channel_prefix, job_id).encode()
+        #: The start of this job's header in every call of `publish.lua`: its token and log TTL.
+        self.header = b"%s\n%d\n" % (token.encode(), max(1, int(log_ttl_s * 1000)))
         #: Events in the log, as far as this attempt knows: the seq of the first one still to write.
         self.written = self.next_seq
         self._writer = EventWriter.of(redis)
@@ -205,14 +213,28 @@ class EventPublisher:
         elif event_type == "started":
             self.attempts += 1
 
+    def put_text(self, kind: Literal["token", "reasoning"], text: str) -> Awaitable[None] | None:
+        """Queue a piece of output text for writing, at once. Returns what to wait for before the next
+        one when the job's events waiting to be written are many (`BACKLOG_LIMIT`), else None."""
+        return self._put(kind, self._encode_text(self.next_seq, kind, text), text)
+
+    def put(self, event_type: type[Event], **fields: Any) -> Awaitable[None] | None:
+        """Queue any event, like `put_text`."""
+        event = event_type(job_id=self.job_id, seq=self.next_seq, **fields)
+        return self._put(event.type, encode_event(event), _answer_text(event))
+
     async def emit_text(self, kind: Literal["token", "reasoning"], text: str) -> None:
         """Send a piece of output text; returns once it is queued for writing, not written."""
-        await self._queue(kind, self._encode_text(self.next_seq, kind, text), text)
+        waiting = self.put_text(kind, text)
+        if waiting is not None:
+            await waiting
 
     async def emit(self, event_type: type[Event], **fields: Any) -> Event:
         """Send any event, like `emit_text`."""
         event = event_type(job_id=self.job_id, seq=self.next_seq, **fields)
-        await self._queue(event.type, encode_event(event), _answer_text(event))
+        waiting = self._put(event.type, encode_event(event), _answer_text(event))
+        if waiting is not None:
+            await waiting
         return event
 
     async def publish(self, event_type: type[Event], **fields: Any) -> Event:
@@ -236,7 +258,7 @@ class EventPublisher:
         if self._failure is not None:
             raise self._failure
 
-    async def _queue(self, event_type: str, data: bytes, text: str) -> None:
+    def _put(self, event_type: str, data: bytes, text: str) -> Awaitable[None] | None:
         if self._failure is not None:
             raise self._failure
         self._backlog.append(data)
@@ -245,8 +267,7 @@ class EventPublisher:
         if self._idle.is_set():
             self._idle.clear()
             self._writer.wake(self)
-        if len(self._backlog) >= self.BACKLOG_LIMIT:
-            await self.flush()
+        return self.flush() if len(self._backlog) >= self.BACKLOG_LIMIT else None
 
     # -- the writer's side ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ each step it takes happens whole or not at all; what each one does and returns i
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -31,11 +32,13 @@ class Script:
     def __repr__(self) -> str:
         return f"Script({self.name!r})"
 
-    async def __call__(self, redis: Redis, *, keys: list[str], args: list[Any]) -> Any:
+    async def __call__(self, redis: Redis, *, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
+        # Keys as str or bytes (redis-py encodes either; its annotations say str only).
+        keys_and_args: list[Any] = [*keys, *args]
         try:
-            return await reply(redis.evalsha(self.sha, len(keys), *keys, *args))
+            return await reply(redis.evalsha(self.sha, len(keys), *keys_and_args))
         except NoScriptError:
-            return await reply(redis.eval(self.source, len(keys), *keys, *args))
+            return await reply(redis.eval(self.source, len(keys), *keys_and_args))
 
 
 ENQUEUE = Script("enqueue")
