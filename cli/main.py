@@ -188,9 +188,11 @@ def run_worker(args: argparse.Namespace) -> int:
     from worker import WorkerSettings
     from worker.logs import log_config
     from worker.preflight import check_before_start
+    from worker.settings import use_uvloop
 
     logging.config.dictConfig(log_config(args.verbose, loader.config.worker.log_format))
     asyncio.run(check_before_start(loader.config))
+    use_uvloop()
     run_arq_worker(WorkerSettings, burst=args.burst)
     return exit_codes.OK
 
