@@ -16,6 +16,7 @@
 | `ark:cancel:J`       | string  | producer (cancel.lua): a cancel request        | `worker.keep_result_s`  |
 | `ark:tokens:J`       | channel | worker (publish.lua), cancel.lua: each event   | live only               |
 | `ark:wake:Q`         | channel | producer (enqueue.lua): a job was enqueued     | live only               |
+| `ark:cursor:Q`       | string  | worker (pick.lua): where picks start, a score  | `PICK_CURSOR_TTL_MS`    |
 | `ark:owner:J`        | string  | producer (enqueue.lua): the job's tenant       | the job's lifetime      |
 | `ark:active:T`       | zset    | producer (enqueue.lua): tenant T's live jobs   | a day after the last    |
 | `ark:request:J`      | string  | producer (enqueue.lua): the request's digest   | the job's lifetime      |
@@ -46,6 +47,9 @@ RESULT_PREFIX = "ark:result:"
 CANCEL_PREFIX = "ark:cancel:"
 LEASE_PREFIX = "ark:lease:"
 WAKE_PREFIX = "ark:wake:"
+PICK_CURSOR_PREFIX = "ark:cursor:"
+#: How long a pick cursor lives (pick.lua): a job given back below it waits at most this long to be picked.
+PICK_CURSOR_TTL_MS = 500
 OWNER_PREFIX = "ark:owner:"
 ACTIVE_PREFIX = "ark:active:"
 REQUEST_DIGEST_PREFIX = "ark:request:"
@@ -124,3 +128,8 @@ def workers_key(queue_name: str) -> str:
 def failures_key(queue_name: str) -> str:
     """The latest failed jobs (`arkq.status.Failure`), newest first, capped."""
     return FAILURES_PREFIX + queue_name
+
+
+def pick_cursor_key(queue_name: str) -> str:
+    """Where the queue's picks start: the score of the last job a pick looked at (pick.lua)."""
+    return PICK_CURSOR_PREFIX + queue_name

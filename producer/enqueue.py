@@ -27,6 +27,7 @@ from arkq.keys import (
     arq_result_key,
     event_log_key,
     owner_key,
+    pick_cursor_key,
     request_digest_key,
     result_key,
     wake_channel,
@@ -68,6 +69,7 @@ async def enqueue_generation(
         owner_key(job_id),
         active_jobs_key(tenant),
         request_digest_key(job_id),
+        pick_cursor_key(queue_name),
     ]
     job = encode_job(payload, enqueued_ms=now_ms)
     args = [

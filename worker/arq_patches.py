@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from arkq import scripts
 from arkq.backoff import REDIS_BACKOFF
-from arkq.keys import ARQ_CLAIM_PREFIX, claim_key
+from arkq.keys import ARQ_CLAIM_PREFIX, PICK_CURSOR_TTL_MS, claim_key, pick_cursor_key
 from arkq.logs import LogFormat
 from arkq.metrics import REDIS_ERRORS
 from arkq.redis_failures import name_failure
@@ -116,8 +116,16 @@ async def pick_jobs(redis: Redis, queue_name: str, wanted: int, claim_ttl_s: flo
     """Up to `wanted` due jobs that no worker holds, oldest first, each claimed for this worker (arq's
     claim, for `claim_ttl_s`) in the same step: their IDs and queue scores."""
     now_ms = timestamp_ms()
-    args = [now_ms, wanted, ARQ_CLAIM_PREFIX, PICK_SCAN_LIMIT, max(1, int(claim_ttl_s * 1000))]
-    flat: list[bytes] = await scripts.PICK(redis, keys=[queue_name], args=args)
+    args = [
+        now_ms,
+        wanted,
+        ARQ_CLAIM_PREFIX,
+        PICK_SCAN_LIMIT,
+        max(1, int(claim_ttl_s * 1000)),
+        PICK_CURSOR_TTL_MS,
+    ]
+    keys = [queue_name, pick_cursor_key(queue_name)]
+    flat: list[bytes] = await scripts.PICK(redis, keys=keys, args=args)
     return [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
 
 

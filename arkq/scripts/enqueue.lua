@@ -1,6 +1,6 @@
 -- Enqueues one arq job atomically: the duplicate check, the limits, the job, its owner and the wake-up.
 -- KEYS: arq job, arq result, arkq event log, arkq result, queue, owner, the owner's active jobs (zset),
---       the request's digest.
+--       the request's digest, the queue's pick cursor (pick.lua).
 -- ARGV: job id, job bytes, job key TTL (ms), max depth, wake channel, score,
 --       owner ('' for none), the owner's max active jobs (0: no limit), owner TTL (ms), arq job prefix,
 --       the request's digest, the digest's TTL (ms).
@@ -28,6 +28,10 @@ if owner ~= '' then
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
+local cursor = redis.call('GET', KEYS[9])
+if cursor and tonumber(ARGV[6]) < tonumber(cursor) then
+  redis.call('DEL', KEYS[9])  -- scored before where picks start (another clock): they start at the head
+end
 redis.call('SET', KEYS[8], ARGV[11], 'PX', ARGV[12])
 if owner ~= '' then
   redis.call('SET', KEYS[6], owner, 'PX', ARGV[9])

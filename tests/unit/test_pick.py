@@ -12,7 +12,9 @@ from arq.worker import Worker, func
 from redis.exceptions import ConnectionError
 
 from arkq.backoff import Backoff
-from arkq.keys import claim_key
+from arkq.keys import PICK_CURSOR_TTL_MS, claim_key, pick_cursor_key
+from config_module.loader import load_config
+from producer import Producer
 from worker import arq_patches
 from worker.arq_patches import pick_jobs, poll_round
 
@@ -119,3 +121,31 @@ async def test_a_job_this_worker_still_winds_down_is_not_started_beside_itself(f
     await poll_round(worker)
     assert worker.job_counter == 1  # once it has ended, the job is taken again
     await asyncio.gather(*worker.tasks.values())
+
+
+async def test_a_pick_starts_where_the_last_one_left_off_until_the_cursor_lapses(
+    fake_redis: ArqRedis,
+) -> None:
+    running = [f"running-{i}" for i in range(300)]
+    await queue_jobs(fake_redis, [*running, "new"], running=set(running))
+    assert [job_id for job_id, _ in await pick_jobs(fake_redis, QUEUE, 5, CLAIM_TTL_S)] == ["new"]
+    cursor = pick_cursor_key(QUEUE)
+    assert await fake_redis.get(cursor) == str(int(*await scores(fake_redis, ["new"]))).encode()
+    lives = await fake_redis.pttl(cursor)
+    assert 0 < lives <= PICK_CURSOR_TTL_MS
+    # A job given back below the cursor (its claim lapsed, say) is not looked at by the next picks...
+    await fake_redis.delete(claim_key("running-7"))
+    assert await pick_jobs(fake_redis, QUEUE, 5, CLAIM_TTL_S) == []
+    assert await fake_redis.pttl(cursor) <= lives  # a pick moves the cursor, never its TTL
+    # ...but by the first one after the cursor lapsed, which starts at the queue's head again.
+    await fake_redis.delete(cursor)
+    assert [job_id for job_id, _ in await pick_jobs(fake_redis, QUEUE, 5, CLAIM_TTL_S)] == ["running-7"]
+
+
+async def test_a_job_enqueued_with_a_score_below_the_cursor_deletes_it(fake_redis: ArqRedis) -> None:
+    cursor = pick_cursor_key(QUEUE)
+    await fake_redis.set(cursor, str(int(time.time() * 1000) + 60_000))  # another clock, a minute ahead
+    async with Producer(redis=fake_redis, config=load_config({})) as producer:
+        job = await producer.enqueue([{"role": "user", "content": "hi"}])
+    assert await fake_redis.get(cursor) is None
+    assert [job_id for job_id, _ in await pick_jobs(fake_redis, QUEUE, 5, CLAIM_TTL_S)] == [job.id]
