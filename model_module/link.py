@@ -1,15 +1,17 @@
 """`ArkModelLink`: the one way arkq talks to the SGLang (OpenAI-compatible) server.
 
 It keeps the ARKOS model module's API (`generate_response`, `generate_stream`, `make_llm_call`) and
-adds `stream`, the typed event stream the worker consumes. Compared with the ARKOS version:
+adds `stream`, the typed event stream, and `relay`, the same events told to a callback as they are read
+(what the worker uses). Compared with the ARKOS version:
 
 * one `AsyncOpenAI` per link, not one per call: a new client costs ~20 ms and a fresh connection pool;
 * failures raise `ModelError` instead of returning "Error: ..." strings that would reach users as
   answers;
 * the link is the only retry layer (`max_retries=0` on the client) and retries only before the first
   delta: after that, the caller has already forwarded tokens and a silent restart would duplicate them;
-* streams are read as raw SSE lines, one JSON decode per chunk, because the SDK's typed chunks cost
-  about six times more CPU per chunk;
+* streams do not go through the SDK: an asyncio Protocol reads them (`model_module.http_stream`), one
+  JSON decode per chunk and no task switch, because at a GPU's pace what a chunk costs is what a worker
+  core can relay, and the SDK's path costs more than twice as much per chunk;
 * an answer that is not what an OpenAI-compatible server sends (a login page, a 404, JSON for a
   stream) is a `bad_response` naming what came back, never retried: the SDK would hand a non-stream
   call the page as a string, and a stream would end "without [DONE]" and be retried as a broken one.
