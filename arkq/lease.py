@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 
 from arkq import scripts
 from arkq.errors import LeaseLost
-from arkq.keys import ARQ_CLAIM_PREFIX, arq_job_key, cancel_key, claim_key, lease_key
+from arkq.keys import ARQ_CLAIM_PREFIX, arq_job_key, cancel_key, claim_key, event_log_key, lease_key
 
 logger = logging.getLogger("arkq.worker")
 
@@ -75,6 +75,10 @@ class Stop(enum.Enum):
 class Lease:
     job_id: str
     token: str
+    #: What the job was when the lease was taken: its replay log (earlier attempts' events, raw), and
+    #: whether a cancel had been asked for. Read with the lease, so an attempt starts in one round trip.
+    log: list[bytes] = field(default_factory=list)
+    cancelled: bool = False
     #: The task doing the job's work; cancelled when the job is cancelled or the lease is lost.
     work: asyncio.Task[object] | None = None
     stop: Stop | None = field(default=None)
@@ -99,13 +103,14 @@ class LeaseKeeper:
         self._task: asyncio.Task[None] | None = None
 
     async def acquire(self, job_id: str) -> Lease | None:
-        """Take the job's lease; None if another attempt holds it (that attempt is alive)."""
+        """Take the job's lease, with its log and whether it was cancelled; None if another attempt
+        holds it (that attempt is alive)."""
         token = uuid.uuid4().hex
-        keys = [lease_key(job_id), claim_key(job_id)]
+        keys = [lease_key(job_id), claim_key(job_id), event_log_key(job_id), cancel_key(job_id)]
         taken = await scripts.LEASE_ACQUIRE(self._redis, keys=keys, args=[token, self._ttl_ms])
-        if not taken:
+        if not taken[0]:
             return None
-        lease = Lease(job_id, token)
+        lease = Lease(job_id, token, log=taken[2:], cancelled=bool(taken[1]))
         self._leases[job_id] = lease
         return lease
 

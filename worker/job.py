@@ -40,7 +40,6 @@ from arkq.contract import (
     describe_validation_error,
 )
 from arkq.errors import JobEnds, LeaseLost, ModelError
-from arkq.keys import cancel_key
 from arkq.lease import Lease, LeaseKeeper, Stop
 from arkq.logs import JobLogContext, job_context
 from arkq.metrics import REDIS_ERRORS
@@ -158,17 +157,18 @@ async def _run(
 ) -> dict[str, str]:
     """One attempt under the lease: open the log, run the work, end the job (or hand it back)."""
     config: ArkConfig = ctx["config"]
-    publisher = await EventPublisher.open(
+    publisher = EventPublisher.open(
         ctx["redis"],
         lease.job_id,
         token=lease.token,
         channel_prefix=config.streaming.channel_prefix,
         log_ttl_s=config.streaming.replay_ttl_s,
+        log=lease.log,
     )
     if publisher.ended:
         # It ended in an attempt whose worker died before arq recorded the end: nothing to add.
         return {"status": "ended before"}
-    job = GenerationJob(ctx, publisher, args, kwargs)
+    job = GenerationJob(ctx, publisher, args, kwargs, cancelled=lease.cancelled)
     if publisher.attempts:  # an attempt began before and never ended: this one takes the job over
         job.metrics.takeover()
     stats: WorkerStats = ctx["stats"]
@@ -212,7 +212,13 @@ class GenerationJob:
     """The attempts of one job on this worker, from its checks to its stored result."""
 
     def __init__(
-        self, ctx: dict[str, Any], publisher: EventPublisher, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        ctx: dict[str, Any],
+        publisher: EventPublisher,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        cancelled: bool = False,
     ):
         self.config: ArkConfig = ctx["config"]
         self.redis: Redis = ctx["redis"]
@@ -229,6 +235,8 @@ class GenerationJob:
         self.output = Output()
         #: Why the server would not continue an answer, once it has refused: later attempts start over.
         self.refused: str | None = None
+        #: A cancel had been asked for when this attempt took the job's lease.
+        self.cancelled = cancelled
 
     def failed(self, error: ErrorInfo) -> JobResult:
         result = self.new_result("error")
@@ -285,7 +293,7 @@ class GenerationJob:
 
     async def _admit(self) -> GenerationRequest:
         """The checks before any attempt: cancelled, expired, malformed."""
-        if await self.redis.exists(cancel_key(self.publisher.job_id)):
+        if self.cancelled:
             raise JobEnds(CANCELLED, "cancelled before this attempt began")
         expiry = self.config.queue.job_expiry_s
         if self.publisher.attempts == 0 and self.started_at - self.enqueued_at > expiry:

@@ -22,7 +22,6 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from arkq import lease, scripts
-from arkq.connection import reply
 from arkq.contract import (
     TERMINAL_EVENT_TYPES,
     Event,
@@ -192,11 +191,12 @@ class EventPublisher:
         self._failure: Exception | None = None
 
     @classmethod
-    async def open(
-        cls, redis: Redis, job_id: str, *, token: str, channel_prefix: str, log_ttl_s: float
+    def open(
+        cls, redis: Redis, job_id: str, *, token: str, channel_prefix: str, log_ttl_s: float, log: list[bytes]
     ) -> EventPublisher:
-        """Read what earlier attempts published: on a first attempt the log is empty and this is cheap."""
-        history = [parse_event(raw) for raw in await reply(redis.lrange(event_log_key(job_id), 0, -1))]
+        """The publisher of an attempt, from what earlier attempts published (`log`, read with the
+        lease: on a first attempt it is empty)."""
+        history = [parse_event(raw) for raw in log]
         return cls(
             redis, job_id, token=token, channel_prefix=channel_prefix, log_ttl_s=log_ttl_s, history=history
         )

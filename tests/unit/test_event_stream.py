@@ -55,7 +55,8 @@ async def following(readers: set[asyncio.Task], reader: asyncio.Task) -> None:
 async def publisher(redis: ArqRedis, job_id: str = "j", token: str = "attempt-1") -> EventPublisher:
     """A publisher holding the job's lease, as a worker's attempt does."""
     await redis.set(lease_key(job_id), token)
-    return await EventPublisher.open(redis, job_id, token=token, channel_prefix=PREFIX, log_ttl_s=60)
+    log = await redis.lrange(event_log_key(job_id), 0, -1)
+    return EventPublisher.open(redis, job_id, token=token, channel_prefix=PREFIX, log_ttl_s=60, log=log)
 
 
 async def test_seq_counts_from_zero_and_the_log_expires(fake_redis: ArqRedis) -> None:

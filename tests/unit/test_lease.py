@@ -7,7 +7,7 @@ import time
 
 from arq.connections import ArqRedis
 
-from arkq.keys import cancel_key, claim_key, lease_key
+from arkq.keys import cancel_key, claim_key, event_log_key, lease_key
 from arkq.lease import LeaseKeeper, Stop
 
 CLAIM_TTL_S = 310.0
@@ -102,3 +102,15 @@ async def test_reaping_frees_only_claims_that_never_became_leases(fake_redis: Ar
     assert await fake_redis.exists(claim_key("dead")) == 0
     assert await fake_redis.get(claim_key("fresh")) == b"1"
     assert await fake_redis.get(claim_key("leased")) == b"leased"
+
+
+async def test_the_lease_comes_with_the_jobs_log_and_its_cancel_request(fake_redis: ArqRedis) -> None:
+    await claimed(fake_redis, "j")
+    await fake_redis.rpush(event_log_key("j"), b'{"event": 0}', b'{"event": 1}')
+    await fake_redis.set(cancel_key("j"), b"1")
+    lease = await keeper(fake_redis).acquire("j")
+    assert lease is not None
+    assert (lease.log, lease.cancelled) == ([b'{"event": 0}', b'{"event": 1}'], True)
+    await claimed(fake_redis, "fresh")
+    fresh = await keeper(fake_redis).acquire("fresh")
+    assert fresh is not None and (fresh.log, fresh.cancelled) == ([], False)

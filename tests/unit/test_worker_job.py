@@ -52,8 +52,9 @@ async def ctx(fake_redis: ArqRedis) -> AsyncIterator[dict[str, Any]]:
 async def earlier_attempt(redis: ArqRedis) -> EventPublisher:
     """What a worker that died had published: it held the lease then."""
     await redis.set(lease_key("job-1"), b"dead-worker")
-    publisher = await EventPublisher.open(
-        redis, "job-1", token="dead-worker", channel_prefix="ark:tokens:", log_ttl_s=60
+    log = await redis.lrange(event_log_key("job-1"), 0, -1)
+    publisher = EventPublisher.open(
+        redis, "job-1", token="dead-worker", channel_prefix="ark:tokens:", log_ttl_s=60, log=log
     )
     return publisher
 
