@@ -337,9 +337,8 @@ class StreamPool:
         timeout = self.read_timeout_s
         connection.timer = loop.call_later(timeout, _check_silence, connection, timeout)
         while True:
-            assert connection.wake is not None
-            await connection.wake
-            connection.wake = loop.create_future()
+            # The state first, then the wait: the response may have ended, or failed, while this waited
+            # for a sink's push-back, and its signal went to the wait before.
             failure = connection.failure
             if failure is not None:
                 if isinstance(failure, ModelError) and failure.kind == "stream" and not connection.got_bytes:
@@ -354,8 +353,12 @@ class StreamPool:
                 if connection.blocked is waiting:
                     connection.resume()
                 connection.last_data = loop.time()
-            elif connection.ended:
+                continue
+            if connection.ended:
                 return
+            assert connection.wake is not None
+            await connection.wake
+            connection.wake = loop.create_future()
 
     def _refusal(self, connection: _Connection, path: str) -> ModelError:
         url = self.endpoint.url(path)

@@ -73,6 +73,28 @@ async def test_a_sink_that_pushes_back_stops_the_reading_until_it_is_done() -> N
     assert told == WORDS and finish.reason == "stop"
 
 
+async def test_a_push_back_on_the_last_delta_still_ends_the_call() -> None:
+    """The answer's end arrives with the delta the sink pushes back on: the call must see it when the
+    push-back is over, although the end was signalled while the call waited for the sink."""
+    whole = b"".join([*(chunk({"content": word}) for word in WORDS), chunk({}, "stop"), DONE])
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(whole)  # one write: the last delta, the finish and [DONE] arrive together
+        await response.write_eof()
+        return response
+
+    def sink(event: StreamEvent) -> Awaitable[None] | None:
+        if isinstance(event, TextDelta) and event.text == WORDS[-1]:
+            return asyncio.sleep(0.05)  # fixed: a consumer that takes a moment
+        return None
+
+    async with serve(handler) as server, link(server.base_url) as llm:
+        finish = await asyncio.wait_for(llm.relay(HI, sink=sink), timeout=10)
+    assert finish.reason == "stop"
+
+
 class Refused(Exception):
     pass
 
