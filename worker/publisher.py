@@ -14,6 +14,7 @@ does not append its events twice. A job's result and its terminal event are writ
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Awaitable
 from typing import Any, ClassVar, Literal
@@ -104,10 +105,9 @@ class EventWriter:
         for publisher, events, result, keep_ms in batch:
             keys += publisher.keys
             # Bytes, built here in one piece: what redis-py encodes fastest, argument by argument.
-            args.append(
-                b"%s%d\n%d\n%d\n%s"
-                % (publisher.header, publisher.written, len(events), keep_ms, publisher.channel)
-            )
+            ttl_ms = publisher.log_ttl_due(ending=keep_ms > 0)
+            fields = (ttl_ms, publisher.written, len(events), keep_ms, publisher.channel)
+            args.append(publisher.token_bytes + b"%d\n%d\n%d\n%d\n%s" % fields)
             if keep_ms:
                 args.append(result.encode())
             args += events
@@ -177,8 +177,11 @@ class EventPublisher:
         self.token = token
         self.keys = [key.encode() for key in (lease_key(job_id), event_log_key(job_id), result_key(job_id))]
         self.channel = event_channel(channel_prefix, job_id).encode()
-        #: The start of this job's header in every call of `publish.lua`: its token and log TTL.
-        self.header = b"%s\n%d\n" % (token.encode(), max(1, int(log_ttl_s * 1000)))
+        #: The start of this job's header in every call of `publish.lua`: its lease token.
+        self.token_bytes = token.encode() + b"\n"
+        self.log_ttl_ms = max(1, int(log_ttl_s * 1000))
+        #: When the log's TTL was last set (monotonic seconds), or None: not by this attempt yet.
+        self._ttl_set_at: float | None = None
         #: Events in the log, as far as this attempt knows: the seq of the first one still to write.
         self.written = self.next_seq
         self._writer = EventWriter.of(redis)
@@ -270,6 +273,18 @@ class EventPublisher:
         return self.flush() if len(self._backlog) >= self.BACKLOG_LIMIT else None
 
     # -- the writer's side ---------------------------------------------------------------------------
+
+    def log_ttl_due(self, ending: bool) -> int:
+        """The log's TTL (ms) for the next call to set, or 0 to leave it: set by an attempt's first call,
+        by the call that ends the job (the log lives `log_ttl_s` after its last event), and again once a
+        quarter of it has passed. Not per call: at a GPU's pace a job is in most calls with one event,
+        and a PEXPIRE for each would be a fifth of Redis's work per token."""
+        now = time.monotonic()
+        due = ending or self._ttl_set_at is None or now - self._ttl_set_at > self.log_ttl_ms / 4000
+        if not due:
+            return 0
+        self._ttl_set_at = now
+        return self.log_ttl_ms
 
     @property
     def has_backlog(self) -> bool:

@@ -1,8 +1,8 @@
 -- Appends and publishes the events of several jobs, each fenced by its lease (see arkq.lease).
 -- For each job i: KEYS[3i-2] its lease, KEYS[3i-1] its replay log, KEYS[3i] its result. ARGV: for each job
--- in turn, one header, "token\nlog TTL (ms)\nseq of its first event here\nevent count\nresult TTL (ms)\n
--- channel" (the channel last: it is a setting, and may hold anything), its result JSON when the result
--- TTL is not 0, then its events. One header a job, not six arguments: the worker encodes every argument
+-- in turn, one header, "token\nlog TTL (ms, 0: leave it)\nseq of its first event here\nevent count\n
+-- result TTL (ms)\nchannel" (the channel last: it is a setting, and may hold anything), its result JSON
+-- when the result TTL is not 0, then its events. One header a job, not six arguments: the worker encodes every argument
 -- of every call, and at a GPU's pace a job has one event in most calls.
 -- A job's events are appended and published only while the caller holds its lease (else -1, nothing
 -- written), and only if its log ends where the caller thinks (else -2): a call that the client retried
@@ -29,7 +29,7 @@ for job = 1, #KEYS / 3 do
     for i = events, events + count - 1 do
       redis.call('PUBLISH', channel, ARGV[i])
     end
-    redis.call('PEXPIRE', log, ttl)
+    if ttl ~= '0' then redis.call('PEXPIRE', log, ttl) end
     replies[job] = length + count
   end
   at = events + count

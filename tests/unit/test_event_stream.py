@@ -9,7 +9,7 @@ import pytest
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from arkq.contract import DoneEvent, StartedEvent, TokenEvent, encode_event, parse_event
+from arkq.contract import DoneEvent, JobResult, StartedEvent, Timings, TokenEvent, encode_event, parse_event
 from arkq.errors import JobLost, LeaseLost
 from arkq.keys import event_channel, event_log_key, lease_key
 from producer.events import read_event_batches
@@ -65,6 +65,19 @@ async def test_seq_counts_from_zero_and_the_log_expires(fake_redis: ArqRedis) ->
     second = await pub.publish(TokenEvent, text="a")
     assert (first.seq, second.seq) == (0, 1)
     assert 0 < await fake_redis.ttl(event_log_key("j")) <= 60
+
+
+async def test_the_log_ttl_is_set_first_and_last_not_by_every_call(fake_redis: ArqRedis) -> None:
+    log = event_log_key("j")
+    pub = await publisher(fake_redis)
+    await pub.publish(StartedEvent, attempt=1, worker="w")
+    assert 50_000 < await fake_redis.pttl(log) <= 60_000
+    await fake_redis.pexpire(log, 30_000)  # stands for time gone by (less than a quarter of the TTL later)
+    await pub.publish(TokenEvent, text="a")
+    assert await fake_redis.pttl(log) <= 30_000, "a token's call leaves the TTL alone"
+    result = JobResult(job_id="j", status="done", timings=Timings(enqueued_at=0, started_at=0, finished_at=0))
+    await pub.end(result, DoneEvent, 60, text="a", finish_reason="stop", usage=None)
+    assert await fake_redis.pttl(log) > 50_000, "the end sets it again: the log lives on after its last event"
 
 
 async def test_a_second_attempt_continues_the_sequence(fake_redis: ArqRedis) -> None:
