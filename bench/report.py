@@ -150,8 +150,8 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     scenarios = results["scenarios"]
-    figure, axes = plt.subplots(2, 2, figsize=(12, 9))
-    (throughput, cost), (workers, delays) = axes
+    figure, axes = plt.subplots(3, 2, figsize=(12, 13))
+    (throughput, cost), (workers, delays), (gpu_cost, short) = axes
     if "scaling" in scenarios:
         by_streams = scenarios["scaling"]["figures"]["by_streams"]
         streams = [point["streams"] for point in by_streams]
@@ -187,9 +187,46 @@ def plot(results: dict[str, Any], path: Path) -> bool:
             title=f"Token delay, {paced['streams']} streams of {paced['tokens_per_stream_per_s']:.0f} tok/s",
         )
         delays.legend()
+    if "gpu_pace" in scenarios:
+        _plot_gpu_pace(gpu_cost, scenarios["gpu_pace"]["figures"])
+    if "short_jobs" in scenarios:
+        _plot_short_jobs(short, scenarios["short_jobs"]["figures"])
     machine = results["machine"]
     figure.suptitle(f"arkq bench, {results['date'][:10]}: {machine['cpus']} x {machine['cpu']}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return True
+
+
+def _spread_bar(axis: Any, position: float, spread: dict[str, float], label: str, color: str) -> None:
+    """A bar at the median, with the rounds' min and max as its error bar."""
+    median = spread["median"]
+    low, high = median - spread["min"], spread["max"] - median
+    axis.bar(position, median, width=0.35, yerr=[[low], [high]], capsize=4, label=label, color=color)
+
+
+def _plot_gpu_pace(axis: Any, figures: dict[str, Any]) -> None:
+    """Worker and Redis CPU per token at a GPU's pace, by streams, against the worker's target."""
+    sizes = sorted(int(name.removeprefix("streams_")) for name in figures if name.startswith("streams_"))
+    series = (("worker_cpu_us_per_token", "worker", "C0"), ("redis_cpu_us_per_token", "redis-server", "C2"))
+    for offset, (figure, label, color) in enumerate(series):
+        for index, size in enumerate(sizes):
+            spread = figures[f"streams_{size}"][figure]
+            _spread_bar(axis, index + offset * 0.38, spread, label if index == 0 else "_", color)
+    axis.axhline(30, color="red", linestyle=":", label="worker target (30 us)")
+    axis.set_xticks([index + 0.19 for index in range(len(sizes))], [f"{size} streams" for size in sizes])
+    axis.set(ylabel="CPU us per token", title="At a GPU's pace (decode clock), min / median / max")
+    axis.legend()
+
+
+def _plot_short_jobs(axis: Any, figures: dict[str, Any]) -> None:
+    """One-token jobs per worker CPU-second against the target, and direct requests per second."""
+    _spread_bar(axis, 0, figures["jobs_per_cpu_s"], "through arkq, per worker CPU-second", "C0")
+    direct = figures["direct_requests_per_s"]
+    axis.bar(0.4, direct, width=0.35, label="direct requests per second", color="C1")
+    axis.axhline(1500, color="red", linestyle=":", label="target (1,500)")
+    axis.set_ylim(0, max(1500, direct, figures["jobs_per_cpu_s"]["max"]) * 1.3)
+    axis.set_xticks([0.2], [f"{figures['jobs']} one-token jobs"])
+    axis.set(ylabel="jobs per second", title="Short jobs, one worker")
+    axis.legend()
