@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import httptools
 
@@ -27,15 +28,20 @@ from model_module.errors import BODY_PREVIEW_BYTES, ConnectFailed, ModelError, b
 from model_module.events import StreamEvent
 from model_module.sse import ChunkDecoder
 
-#: Told each event of the stream as it is parsed. It may return an awaitable: reading stops until it is
-#: done (a consumer that cannot keep up pushes back on the server, as TCP would). The events of what
-#: has arrived already are still told: the push-back bounds what is buffered, to about one read more.
+#: Told each event of the stream as it is parsed: a plain function, which does its work before it
+#: returns. It may return an awaitable: reading stops until it is done (a consumer that cannot keep up
+#: pushes back on the server, as TCP would). The events of what has arrived already are still told,
+#: and the awaitable returned last is the one waited for (an earlier one is dropped, and closed if it
+#: is a coroutine): the push-back bounds what is buffered, to about one read more.
 EventSink = Callable[[StreamEvent], Awaitable[None] | None]
 
 #: An error response's body is read up to this size: enough for any server's error JSON.
 ERROR_BODY_LIMIT = 64 * 1024
 #: Idle connections a pool keeps for reuse; more are closed when their response ends.
 MAX_IDLE = 256
+#: An idle connection older than this is not reused: a NAT or a load balancer may have dropped it
+#: without a word, and a request on it would wait out the read timeout (httpx's keep-alive expiry).
+KEEPALIVE_S = 5.0
 #: After `[DONE]` the answer is complete, and the request returns; the connection goes back to the pool
 #: and is reused once the rest of the body (normally just the end of its chunked encoding) has come, or
 #: closed if it has not come within this time.
@@ -73,6 +79,12 @@ class Endpoint:
 
     def url(self, path: str) -> str:
         return f"{'https' if self.tls else 'http'}://{self.authority}{self.prefix}{path}"
+
+    def proxy(self) -> str | None:
+        """The proxy the environment names for this endpoint (`HTTPS_PROXY`, `HTTP_PROXY`, less
+        `NO_PROXY`), which streamed calls do not use: None when there is none."""
+        proxy = getproxies().get("https" if self.tls else "http")
+        return None if proxy is None or proxy_bypass(self.host) else proxy
 
 
 class _Connection(asyncio.Protocol):
@@ -127,7 +139,9 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as error:
-            if self.failure is None:  # not a callback's own failure, which it has recorded already
+            if self.ended and self.decoder.done:
+                self.close()  # garbage after a whole answer: the connection goes, the answer stands
+            elif self.failure is None:  # not a callback's own failure, which it has recorded already
                 self._fail(ModelError("stream", f"the LLM server's response is not valid HTTP/1.1: {error}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -271,6 +285,11 @@ def _discard(waiting: Awaitable[None]) -> None:
         close()
 
 
+def _close_if_draining(connection: _Connection) -> None:
+    if connection.idle and not connection.complete:
+        connection.close()
+
+
 def _check_silence(connection: _Connection, timeout: float) -> None:
     """The read timeout, one timer a response: it fires, and looks again after the time left, until the
     connection has been silent for `timeout` seconds (a timer per chunk would cost more than the chunk).
@@ -365,6 +384,13 @@ class StreamPool:
         status, headers, body = connection.status, connection.headers, connection.error_body
         if status == 200:
             return bad_response(url, status, headers.get("content-type"), body, "a text/event-stream stream")
+        if 300 <= status < 400:  # not followed: a POST's body and method do not survive every redirect
+            where = headers.get("location", "nowhere it names")
+            return ModelError(
+                "bad_response",
+                f"{url} redirects (HTTP {status}) to {where}: set llm.base_url to where the API is",
+                status_code=status,
+            )
         return status_error(status, headers, body, url)
 
     async def _acquire(self) -> tuple[_Connection, bool]:
@@ -373,11 +399,14 @@ class StreamPool:
             return found, True
         endpoint, loop = self.endpoint, asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.connect_timeout_s):
+            async with asyncio.timeout(self.connect_timeout_s) as scope:
                 _, connection = await loop.create_connection(
                     _Connection, endpoint.host, endpoint.port, ssl=self._ssl
                 )
-        except TimeoutError:
+        except TimeoutError as error:
+            if not scope.expired():  # the system's own connect timeout (ETIMEDOUT): no route there
+                failed = ConnectFailed(endpoint.host, endpoint.port, error)
+                raise ModelError("connect", str(failed)) from failed
             raise ModelError(
                 "timeout",
                 f"request timed out: no connection to {endpoint.host}:{endpoint.port} "
@@ -394,10 +423,11 @@ class StreamPool:
         now = asyncio.get_running_loop().time()
         for index in range(len(self._idle) - 1, -1, -1):
             connection = self._idle[index]
-            if connection.complete and connection.reusable:
+            idle_s = now - connection.released_at
+            if connection.complete and connection.reusable and idle_s <= KEEPALIVE_S:
                 del self._idle[index]
                 return connection
-            if not connection.reusable or now - connection.released_at > DRAIN_S:
+            if not connection.reusable or idle_s > (KEEPALIVE_S if connection.complete else DRAIN_S):
                 del self._idle[index]
                 connection.close()
         return None
@@ -405,8 +435,10 @@ class StreamPool:
     def _release(self, connection: _Connection) -> None:
         if self.is_closed or not connection.reusable or len(self._idle) >= MAX_IDLE:
             connection.close()
-        else:
-            self._idle.append(connection)
+            return
+        self._idle.append(connection)
+        if not connection.complete:  # still draining: closed if the rest of its body does not come
+            asyncio.get_running_loop().call_later(DRAIN_S, _close_if_draining, connection)
 
     def close(self) -> None:
         """Close the idle connections; those in use close when their response ends."""

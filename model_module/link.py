@@ -20,6 +20,7 @@ adds `stream`, the typed event stream, and `relay`, the same events told to a ca
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import math
@@ -143,6 +144,14 @@ class ArkModelLink(LinkCalls):
             self.max_retries, self.backoff_base_s, self.backoff_max_s, self.max_retry_after_s
         )
         self._endpoint = Endpoint.of(self.base_url)
+        proxy = self._endpoint.proxy()
+        if proxy is not None:
+            logger.warning(
+                "a proxy is set for %s (%s), but streamed calls connect to it directly; only the "
+                "link's other calls go through the proxy",
+                self.base_url,
+                proxy,
+            )
         self._stream_headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
@@ -341,6 +350,11 @@ class ArkModelLink(LinkCalls):
         extra = params.pop("extra_body", None) or {}
         body = json.dumps({**params, **extra, "stream": True, "stream_options": {"include_usage": True}})
         payload = body.encode()
+        if inspect.iscoroutinefunction(sink):
+            raise TypeError(
+                "sink must be a plain function, called as each delta is read; to push back, return an "
+                "awaitable from it (reading waits until it is done)"
+            )
         budget = self.retry_policy.budget() if budget is None else budget
         started = False
 
@@ -455,10 +469,19 @@ class ArkModelLink(LinkCalls):
                     yield call.result()
                     return
         finally:
-            if not call.done():
+            if call.done():
+                if not call.cancelled():
+                    call.exception()  # retrieved: a failure the caller stopped reading before is no news
+            else:
                 call.cancel()
-                with suppress(asyncio.CancelledError, ModelError):
+                try:
                     await call
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # the caller itself was cancelled meanwhile: that must not be lost
+                except ModelError:
+                    pass
 
     def _failed(self, exc: BaseException) -> ModelError:
         """The `ModelError` for a failed request; notes whether the server could not be reached."""

@@ -4,13 +4,16 @@ they are read, a sink that pushes back, a sink that fails, kept-alive connection
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 
 import pytest
 import uvloop
 from aiohttp import web
 
-from model_module import ArkModelLink, Finish, StreamEvent, TextDelta
+from model_module import ArkModelLink, Finish, ModelError, StreamEvent, TextDelta, http_stream
 from model_module.http_stream import Endpoint
 from tests.model_module.test_model_link_wire import DONE, HI, USAGE, Handler, chunk, serve, sse_handler
 
@@ -162,3 +165,149 @@ def test_endpoint_of_a_base_url(base_url: str, host: str, port: int, prefix: str
 def test_a_base_url_that_is_no_http_url_is_refused_when_the_link_is_made() -> None:
     with pytest.raises(ValueError, match="http:// or https://"):
         ArkModelLink(base_url="localhost:30000/v1")
+
+
+# -- edge cases: raw servers that say exactly what a test needs ----------------------------------------
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunked(*parts: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts)
+
+
+async def read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    await reader.readexactly(length)
+
+
+@asynccontextmanager
+async def raw_server(handle: RawHandler) -> AsyncIterator[tuple[str, list[int]]]:
+    """A TCP server running `handle` per connection: its base URL, and a list with one entry a connection."""
+    connections: list[int] = []
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await handle(reader, writer)
+        writer.close()
+
+    server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1", connections
+    finally:
+        server.close()
+
+
+async def test_a_redirect_is_a_bad_response_naming_where_it_points_sent_once() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPPermanentRedirect("/v2/chat/completions")
+
+    async with serve(handler) as server, ArkModelLink(base_url=server.base_url, max_retries=2) as llm:
+        with pytest.raises(ModelError) as caught:
+            await llm.relay(HI, sink=lambda event: None)
+    assert (caught.value.kind, caught.value.status_code) == ("bad_response", 308)
+    assert "/v2/chat/completions" in caught.value.message and len(server.requests) == 1
+
+
+async def test_bytes_after_a_whole_answer_do_not_undo_it() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        body = chunk({"content": "a"}) + chunk({}, "stop") + DONE
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(body)
+        writer.write(head + body + b"junk past the body")  # a sloppy proxy
+        await writer.drain()
+        await asyncio.sleep(1)  # fixed: holds the connection open
+
+    async with raw_server(handle) as (base_url, _), link(base_url) as llm:
+        finish = await asyncio.wait_for(llm.relay(HI, sink=lambda event: None), 5)
+    assert finish.reason == "stop"
+
+
+async def test_an_idle_connection_older_than_the_keep_alive_expiry_is_not_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_stream, "KEEPALIVE_S", 0.1)
+    async with serve(words_handler()) as server, link(server.base_url) as llm:
+        await llm.relay(HI, sink=lambda event: None)
+        await asyncio.sleep(0.3)  # fixed: past the (shortened) expiry
+        await llm.relay(HI, sink=lambda event: None)
+    assert server.peers[0] != server.peers[1]
+
+
+async def test_a_connection_whose_body_does_not_end_after_done_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_stream, "DRAIN_S", 0.1)
+    closed = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD + chunked(chunk({"content": "a"}), chunk({}, "stop"), DONE))  # no last chunk
+        await writer.drain()
+        await reader.read()  # until the client closes
+        closed.set()
+
+    async with raw_server(handle) as (base_url, _), link(base_url) as llm:
+        await llm.relay(HI, sink=lambda event: None)
+        await asyncio.wait_for(closed.wait(), 5)
+
+
+async def test_a_coroutine_function_as_sink_is_refused_with_what_to_do() -> None:
+    async def sink(event: StreamEvent) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="plain function"):
+        await ArkModelLink(base_url="http://127.0.0.1:9/v1").relay(HI, sink=sink)  # type: ignore[arg-type]
+
+
+async def test_closing_a_stream_keeps_a_cancellation_of_its_caller() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD + chunked(chunk({"content": "a"})))
+        await writer.drain()
+        await asyncio.sleep(5)  # fixed: a stream that goes on
+
+    async with raw_server(handle) as (base_url, _), link(base_url) as llm:
+
+        async def caller() -> str:
+            events = llm.stream(HI)
+            await events.__anext__()
+            current = asyncio.current_task()
+            assert current is not None
+            asyncio.get_running_loop().call_soon(current.cancel)  # arrives while the stream closes
+            await events.aclose()
+            await asyncio.sleep(0)
+            return "ran on after its cancellation"
+
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.create_task(caller()), 5)
+
+
+async def test_a_failure_after_the_caller_stopped_reading_is_not_logged_as_unretrieved() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD + chunked(chunk({"content": "a"})))
+        await writer.drain()
+        await asyncio.sleep(0.05)  # fixed: then the stream breaks
+        writer.transport.abort()
+
+    logged: list[str] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: logged.append(context["message"]))
+    async with raw_server(handle) as (base_url, _), link(base_url) as llm, aclosing(llm.stream(HI)) as events:
+        async for _ in events:
+            await asyncio.sleep(0.3)  # fixed: a slow caller; the call fails meanwhile
+            break
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert not logged
