@@ -26,19 +26,17 @@ import logging
 import math
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
 from typing import Any, TypeVar
 
 import httpx2
 import openai
-from openai import AsyncAPIResponse, AsyncOpenAI, DefaultAioHttpClient
+from openai import AsyncOpenAI, DefaultAioHttpClient
 from pydantic import SecretStr
 
 from arkq.link_calls import LinkCalls, MessageLike
 from arkq.loop_bound import Close, Keeper, close_with_loop, release
 from config_module import loader as _config_loader
 from model_module.errors import (
-    BODY_PREVIEW_BYTES,
     ModelError,
     bad_response,
     from_openai_error,
@@ -558,7 +556,10 @@ class ArkModelLink(LinkCalls):
                     completion = None
                 choices = completion.get("choices") if isinstance(completion, dict) else None
                 if not isinstance(choices, list):
-                    raise await _bad_response(response, "a JSON chat completion", body)
+                    http = response.http_response
+                    content_type = http.headers.get("content-type")
+                    url = str(http.request.url)
+                    raise bad_response(url, http.status_code, content_type, body, "a JSON chat completion")
         except (openai.APIError, httpx2.RequestError) as exc:
             raise self._failed(exc) from exc
         if not choices:
@@ -577,27 +578,3 @@ def _closer(client: AsyncOpenAI, pool: StreamPool) -> Close:
             await client.close()
 
     return close
-
-
-def _media_type(headers: httpx2.Headers) -> str:
-    """The media type of the response, without its parameters (`; charset=...`); "" when absent."""
-    return headers.get("content-type", "").partition(";")[0].strip().lower()
-
-
-async def _bad_response(
-    response: AsyncAPIResponse[Any], expected: str, body: bytes | None = None
-) -> ModelError:
-    """The `bad_response` error for a 200 that is not `expected`, quoting the start of its body.
-
-    Only the start is read: a server that sends something else at length must not hold the error up."""
-    if body is None:
-        body = b""
-        with suppress(httpx2.RequestError):  # a broken body must not hide what the server is
-            async for piece in response.iter_bytes():
-                body += piece
-                if len(body) > BODY_PREVIEW_BYTES:
-                    break
-    http = response.http_response
-    return bad_response(
-        str(http.request.url), http.status_code, http.headers.get("content-type"), body, expected
-    )

@@ -174,7 +174,6 @@ class EventPublisher:
         self.produced_before = any(event.type in OUTPUT_EVENT_TYPES for event in history)
         for event in history:
             self._track(event.type, _answer_text(event))
-        self.token = token
         self.keys = [key.encode() for key in (lease_key(job_id), event_log_key(job_id), result_key(job_id))]
         self.channel = event_channel(channel_prefix, job_id).encode()
         #: The start of this job's header in every call of `publish.lua`: its lease token.
