@@ -298,7 +298,9 @@ async def test_pacing_follows_ttft_and_itl() -> None:
         )
         arrivals = [time.monotonic() - started async for _ in stream]
         assert arrivals[0] >= 0.075
-        assert arrivals[-1] - arrivals[0] >= 0.045
+        # Pacing is by schedule (a late first token does not push the others back, the gaps close up),
+        # so the property is that no token comes before its time: the sixth at 80 + 5 x 10 ms.
+        assert arrivals[-1] >= 0.125
         started = time.monotonic()
         await client.chat.completions.create(
             model="tgi", messages=say("[[arkq:tokens=3 ttft_ms=0 itl_ms=0]]")
