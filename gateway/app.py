@@ -17,14 +17,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from arkq.connection import redis_options
+from arkq.connection import BlockingReadyCheckedPool, redis_options
 from arkq.errors import ArkqError
 from config_module import loader
 from config_module.settings import ArkConfig
@@ -58,14 +58,14 @@ class Gateway:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         options = redis_options(self.config, self._redis_url)
-        pool = BlockingConnectionPool.from_url(
+        pool = BlockingReadyCheckedPool.from_url(
             options.url,
             max_connections=self.config.gateway.max_redis_connections,
             timeout=self.config.redis.connect_timeout_s,
             client_name=REDIS_CLIENT_NAME,  # `CLIENT LIST` shows which connections are a gateway's
             **options.client_kwargs(),
         )
-        self.redis = Redis(connection_pool=pool)
+        self.redis = Redis.from_pool(pool)
         self.producer = Producer(config=self.config, redis=self.redis)
         try:
             yield

@@ -10,14 +10,14 @@ import math
 import os
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 import uvloop
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import func
 
 from arkq.backoff import REDIS_BACKOFF, RedisClientBackoff
-from arkq.connection import redis_address, redis_options
+from arkq.connection import ReadyCheckedPool, redis_address, redis_options
 from arkq.envelope import JOB_FUNCTION, deserialize, serialize
 from arkq.errors import ConfigError
 from arkq.keys import health_check_key
@@ -190,7 +190,9 @@ def redis_pool(config: ArkConfig, url: str | None = None) -> ArqRedis:
     at once (`preflight.StartupRetry`)."""
     retry = preflight.StartupRetry(RedisClientBackoff(), config.redis.retry_s)
     options = dataclasses.replace(redis_options(config, url), retry=retry)
-    pool: ArqRedis = ArqRedis.from_url(options.url, **options.client_kwargs())
+    # redis-py annotates `from_pool` as returning its base class; it returns an instance of `cls`.
+    connections = ReadyCheckedPool.from_url(options.url, **options.client_kwargs())
+    pool = cast(ArqRedis, ArqRedis.from_pool(connections))
     retry.announcer.where = redis_address(pool)
     pool.job_serializer, pool.job_deserializer = serialize, deserialize
     pool.default_queue_name = config.queue.name
