@@ -82,6 +82,13 @@ class Lease:
     #: The task doing the job's work; cancelled when the job is cancelled or the lease is lost.
     work: asyncio.Task[object] | None = None
     stop: Stop | None = field(default=None)
+    #: The job's ending write gave the lease up with it (`publish.lua`): nothing is left to renew or
+    #: release.
+    given_up: bool = False
+
+    def give_up(self) -> None:
+        """The job's ending write gave the lease up (`publish.lua`)."""
+        self.given_up = True
 
     def halt(self, reason: Stop) -> None:
         if self.stop is None:
@@ -123,10 +130,11 @@ class LeaseKeeper:
         finally:
             if self._leases.get(lease.job_id) is lease:
                 del self._leases[lease.job_id]
-            with suppress(RedisError):  # Redis away: the lease lapses by itself
-                await asyncio.shield(
-                    scripts.LEASE_RELEASE(self._redis, keys=[lease_key(lease.job_id)], args=[lease.token])
-                )
+            if not lease.given_up:  # else the job's ending write gave it up already
+                with suppress(RedisError):  # Redis away: the lease lapses by itself
+                    await asyncio.shield(
+                        scripts.LEASE_RELEASE(self._redis, keys=[lease_key(lease.job_id)], args=[lease.token])
+                    )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._keep_renewing(), name="arkq-lease-keeper")
@@ -138,7 +146,7 @@ class LeaseKeeper:
                 await self._task
 
     async def renew_once(self) -> None:
-        leases = list(self._leases.values())
+        leases = [lease for lease in self._leases.values() if not lease.given_up]
         if not leases:
             return
         keys = []
@@ -148,6 +156,8 @@ class LeaseKeeper:
             self._redis, keys=keys, args=[self._ttl_ms, *(lease.token for lease in leases)]
         )
         for lease, state in zip(leases, states, strict=True):
+            if lease.given_up:  # the job ended while the renewal was on its way
+                continue
             if state == 0:
                 logger.warning("job %s: lease lost; stopping this attempt", lease.job_id)
                 lease.halt(Stop.LEASE_LOST)

@@ -159,11 +159,9 @@ async def _run(
     config: ArkConfig = ctx["config"]
     publisher = EventPublisher.open(
         ctx["redis"],
-        lease.job_id,
-        token=lease.token,
+        lease,
         channel_prefix=config.streaming.channel_prefix,
         log_ttl_s=config.streaming.replay_ttl_s,
-        log=lease.log,
     )
     if publisher.ended:
         # It ended in an attempt whose worker died before arq recorded the end: nothing to add.

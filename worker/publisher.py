@@ -8,7 +8,8 @@ round trip between many tokens instead of queueing one round trip behind another
 Each call runs `publish.lua`: for every job in it, the events are appended to the job's log and
 published only while the caller holds the job's lease (the fence, `arkq.lease`), and only if the log
 ends where the caller thinks, so a call that the client retried after a lost reply (a Redis restart)
-does not append its events twice. A job's result and its terminal event are written together.
+does not append its events twice. A job's result and its terminal event are written together, and
+the same call gives the job's lease up: a job ends in one round trip.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
 from redis.asyncio import Redis
@@ -33,6 +34,7 @@ from arkq.contract import (
     parse_event,
 )
 from arkq.keys import event_channel, event_log_key, lease_key, result_key
+from arkq.lease import Lease
 
 OUTPUT_EVENT_TYPES = frozenset({"token", "reasoning", "tool_call"})
 
@@ -117,11 +119,11 @@ class EventWriter:
             for publisher, *_ in batch:
                 publisher.failed(error)
             return
-        for (publisher, events, *_), length in zip(batch, replies, strict=True):
+        for (publisher, events, _, keep_ms), length in zip(batch, replies, strict=True):
             if length < 0:
                 publisher.failed(lease.refused(publisher.job_id, length))
             else:
-                publisher.wrote(len(events))
+                publisher.wrote(len(events), ended=keep_ms > 0)
                 if publisher.has_backlog:
                     self._waiting[publisher] = None
 
@@ -158,6 +160,7 @@ class EventPublisher:
         channel_prefix: str,
         log_ttl_s: float,
         history: list[Event],
+        on_end: Callable[[], None] | None = None,
     ):
         self.job_id = job_id
         self.next_seq = len(history)
@@ -191,16 +194,22 @@ class EventPublisher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._failure: Exception | None = None
+        #: Told when the ending call is written: the lease went with it.
+        self._on_end = on_end
 
     @classmethod
-    def open(
-        cls, redis: Redis, job_id: str, *, token: str, channel_prefix: str, log_ttl_s: float, log: list[bytes]
-    ) -> EventPublisher:
-        """The publisher of an attempt, from what earlier attempts published (`log`, read with the
-        lease: on a first attempt it is empty)."""
-        history = [parse_event(raw) for raw in log]
+    def open(cls, redis: Redis, held: Lease, *, channel_prefix: str, log_ttl_s: float) -> EventPublisher:
+        """The publisher of the attempt that holds `held`, from what earlier attempts published (its
+        log, read with the lease: on a first attempt it is empty). Ending the job gives the lease up."""
+        history = [parse_event(raw) for raw in held.log]
         return cls(
-            redis, job_id, token=token, channel_prefix=channel_prefix, log_ttl_s=log_ttl_s, history=history
+            redis,
+            held.job_id,
+            token=held.token,
+            channel_prefix=channel_prefix,
+            log_ttl_s=log_ttl_s,
+            history=history,
+            on_end=held.give_up,
         )
 
     def _track(self, event_type: str, text: str) -> None:
@@ -298,8 +307,11 @@ class EventPublisher:
         (result, keep_ms), self._result = self._result, ("", 0)
         return events, result, keep_ms
 
-    def wrote(self, count: int) -> None:
+    def wrote(self, count: int, *, ended: bool = False) -> None:
+        """`count` events were written; `ended`: with the result, and the lease was given up."""
         self.written += count
+        if ended and self._on_end is not None:
+            self._on_end()
         if not self._backlog:
             self._idle.set()
 

@@ -7,7 +7,9 @@
 -- A job's events are appended and published only while the caller holds its lease (else -1, nothing
 -- written), and only if its log ends where the caller thinks (else -2): a call that the client retried
 -- after a lost reply (a Redis restart) finds its events there already and does not append them twice.
--- Returns, per job, the log's new length. A job's result and its terminal event are written together.
+-- Returns, per job, the log's new length. A job's result and its terminal event are written together,
+-- and the call that writes them also gives the lease up (the attempt has nothing left to fence), so a
+-- job ends in one round trip; a retry of that call finds the lease gone and its events there.
 local replies, at = {}, 1
 for job = 1, #KEYS / 3 do
   local lease, log, result = KEYS[3 * job - 2], KEYS[3 * job - 1], KEYS[3 * job]
@@ -17,10 +19,11 @@ for job = 1, #KEYS / 3 do
   local events = at + 1
   if keep ~= '0' then events = at + 2 end
   local length = redis.call('LLEN', log)
-  if redis.call('GET', lease) ~= token then
-    replies[job] = -1
-  elseif length == first + count then
+  local holder = redis.call('GET', lease)
+  if length == first + count and (holder == token or (keep ~= '0' and not holder)) then
     replies[job] = length
+  elseif holder ~= token then
+    replies[job] = -1
   elseif length ~= first then
     replies[job] = -2
   else
@@ -30,6 +33,7 @@ for job = 1, #KEYS / 3 do
       redis.call('PUBLISH', channel, ARGV[i])
     end
     if ttl ~= '0' then redis.call('PEXPIRE', log, ttl) end
+    if keep ~= '0' then redis.call('DEL', lease) end
     replies[job] = length + count
   end
   at = events + count

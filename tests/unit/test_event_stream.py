@@ -9,9 +9,11 @@ import pytest
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
+from arkq import scripts
 from arkq.contract import DoneEvent, JobResult, StartedEvent, Timings, TokenEvent, encode_event, parse_event
 from arkq.errors import JobLost, LeaseLost
 from arkq.keys import event_channel, event_log_key, lease_key
+from arkq.lease import Lease
 from producer.events import read_event_batches
 from tests.waiting import until
 from worker.publisher import EventPublisher, EventWriter
@@ -56,7 +58,7 @@ async def publisher(redis: ArqRedis, job_id: str = "j", token: str = "attempt-1"
     """A publisher holding the job's lease, as a worker's attempt does."""
     await redis.set(lease_key(job_id), token)
     log = await redis.lrange(event_log_key(job_id), 0, -1)
-    return EventPublisher.open(redis, job_id, token=token, channel_prefix=PREFIX, log_ttl_s=60, log=log)
+    return EventPublisher.open(redis, Lease(job_id, token, log=log), channel_prefix=PREFIX, log_ttl_s=60)
 
 
 async def test_seq_counts_from_zero_and_the_log_expires(fake_redis: ArqRedis) -> None:
@@ -97,6 +99,45 @@ async def test_an_attempt_that_lost_its_lease_cannot_publish(fake_redis: ArqRedi
         await old.publish(TokenEvent, text="stale")
     await new.publish(StartedEvent, attempt=2, worker="w2")
     assert [e.attempt for e in await collect_now(fake_redis)] == [1, 2]
+
+
+async def test_the_ending_call_gives_the_lease_up_and_a_retry_of_it_is_not_refused(
+    fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = Lease("j", "attempt-1")
+    await fake_redis.set(lease_key("j"), held.token)
+    pub = EventPublisher.open(fake_redis, held, channel_prefix=PREFIX, log_ttl_s=60)
+    calls: list[tuple[list[bytes], list[bytes]]] = []
+    real_call = EventWriter._call
+
+    async def recorded(writer: EventWriter, keys: list[bytes], args: list[bytes]) -> list[int]:
+        calls.append((keys, args))
+        return await real_call(writer, keys, args)
+
+    monkeypatch.setattr(EventWriter, "_call", recorded)
+    await pub.publish(StartedEvent, attempt=1, worker="w")
+    assert await fake_redis.get(lease_key("j")) == b"attempt-1" and not held.given_up
+    result = JobResult(job_id="j", status="done", timings=Timings(enqueued_at=0, started_at=0, finished_at=0))
+    await pub.end(result, DoneEvent, 60, text="", finish_reason="stop", usage=None)
+    assert held.given_up, "the attempt knows its lease went with the end"
+    assert await fake_redis.exists(lease_key("j")) == 0, "the next attempt, or nobody, may take it at once"
+    assert [e.type for e in await collect_now(fake_redis)] == ["started", "done"]
+    (start_keys, start_args), (end_keys, end_args) = calls
+    # The client sends the ending call again (its reply was lost): it was written, so it is not refused.
+    assert await scripts.PUBLISH(fake_redis, keys=end_keys, args=end_args) == [2]
+    # Any other call of the attempt is fenced as before: its lease is gone.
+    assert await scripts.PUBLISH(fake_redis, keys=start_keys, args=start_args) == [-1]
+    assert [e.type for e in await collect_now(fake_redis)] == ["started", "done"]
+
+
+async def test_an_end_is_refused_to_an_attempt_whose_lease_another_holds(fake_redis: ArqRedis) -> None:
+    old = await publisher(fake_redis, token="attempt-1")
+    await old.publish(StartedEvent, attempt=1, worker="w")
+    await fake_redis.set(lease_key("j"), "attempt-2")
+    result = JobResult(job_id="j", status="done", timings=Timings(enqueued_at=0, started_at=0, finished_at=0))
+    with pytest.raises(LeaseLost):
+        await old.end(result, DoneEvent, 60, text="", finish_reason="stop", usage=None)
+    assert await fake_redis.get(lease_key("j")) == b"attempt-2"
 
 
 async def collect_now(redis: ArqRedis) -> list:

@@ -82,6 +82,20 @@ async def test_a_released_lease_is_given_up_and_no_longer_renewed(fake_redis: Ar
     assert lease.stop is None
 
 
+async def test_a_lease_given_up_by_the_jobs_end_is_neither_renewed_nor_released(fake_redis: ArqRedis) -> None:
+    leases = keeper(fake_redis)
+    await claimed(fake_redis, "j")
+    lease = await leases.acquire("j")
+    async with leases.holding(lease):
+        await fake_redis.delete(lease_key("j"))  # what the ending publish call does
+        lease.give_up()
+        await fake_redis.set(lease_key("j"), b"next-attempt")  # another attempt took the job at once
+        await leases.renew_once()
+        assert lease.stop is None, "not taken for a lost lease"
+    assert await fake_redis.get(lease_key("j")) == b"next-attempt"
+    assert await fake_redis.pttl(lease_key("j")) == -1, "the next attempt's lease was not renewed by this one"
+
+
 async def test_releasing_never_deletes_another_attempts_lease(fake_redis: ArqRedis) -> None:
     leases = keeper(fake_redis)
     await claimed(fake_redis, "j")

@@ -11,7 +11,7 @@ from arq.connections import ArqRedis
 
 from arkq.contract import DoneEvent, JobResult, StartedEvent, TokenEvent, parse_event
 from arkq.keys import claim_key, event_log_key, lease_key, result_key
-from arkq.lease import LeaseKeeper
+from arkq.lease import Lease, LeaseKeeper
 from config_module.loader import load_config
 from fake_llm import running_fake_llm
 from model_module import ArkModelLink
@@ -54,7 +54,7 @@ async def earlier_attempt(redis: ArqRedis) -> EventPublisher:
     await redis.set(lease_key("job-1"), b"dead-worker")
     log = await redis.lrange(event_log_key("job-1"), 0, -1)
     publisher = EventPublisher.open(
-        redis, "job-1", token="dead-worker", channel_prefix="ark:tokens:", log_ttl_s=60, log=log
+        redis, Lease("job-1", "dead-worker", log=log), channel_prefix="ark:tokens:", log_ttl_s=60
     )
     return publisher
 
