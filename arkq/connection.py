@@ -261,6 +261,32 @@ class Heartbeat:
             if message["type"] in PubSub.PUBLISH_MESSAGE_TYPES:
                 return message
 
+    async def arrived(self) -> list[tuple[Any, Any]]:
+        """The published messages (channel, data) already read off the socket, taken without waiting.
+
+        A burst (a decode step of many streams) reaches the client in one read; `get_message` would
+        return its messages one by one, each through redis-py's health check, retry wrapper, read
+        timeout and message dict, which costs more than the message. These are taken from the parser
+        at once. Replies of any other kind (subscription confirmations, PING answers) go through
+        redis-py's own handling, so its subscription state stays right. Empty when the connection's
+        parser is not hiredis's: every message then comes through `get_message`."""
+        parser = getattr(getattr(self.pubsub.connection, "_parser", None), "_reader", None)
+        take = getattr(parser, "gets", None)
+        if take is None:
+            return []
+        messages: list[tuple[Any, Any]] = []
+        while True:
+            response = take()
+            if isinstance(response, Exception):  # an error reply, or the parser's own
+                raise response
+            if not isinstance(response, list):  # no complete reply left (on a subscribed connection
+                return messages  # every reply is an array)
+            kind = response[0]
+            if kind == b"message" or kind == "message":
+                messages.append((response[1], response[2]))
+            else:
+                await self.pubsub.handle_message(response)  # type: ignore[no-untyped-call]  # unannotated
+
 
 def redis_address(redis: Redis) -> str:
     """The URL `redis` connects to, from its own connection settings: the password never shows."""

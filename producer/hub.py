@@ -46,6 +46,12 @@ class Feed:
         # None in the line: the connection broke there, and what came after it may lack events.
         self._events: deque[Event | None] = deque()
         self._arrived = asyncio.Event()
+        #: When the wait in progress gives up (loop time), and the timer that checks it. One timer
+        #: serves many waits: a stream at a GPU's pace waits once a token, and a timer set and cancelled
+        #: for each wait cost more than the wait.
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting = False
 
     def deliver(self, event: Event | None) -> None:
         """Called by the hub: an event, or None for "the connection broke, something may be lost"."""
@@ -58,16 +64,36 @@ class Feed:
     async def next_event(self, timeout: float) -> Event | None:
         """The next event, None if none within `timeout`; RedisConnectionError if some may be lost."""
         if not self._events:
+            loop = asyncio.get_running_loop()
+            self._deadline = loop.time() + timeout
+            if self._timer is None or self._timer.when() > self._deadline:  # none, or set for later
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(self._deadline, self._check_deadline)
             self._arrived.clear()
+            self._waiting = True
             try:
-                async with asyncio.timeout(timeout):
-                    await self._arrived.wait()
-            except TimeoutError:
+                await self._arrived.wait()
+            finally:
+                self._waiting = False
+            if not self._events:
                 return None
         event = self._events.popleft()
         if event is None:
             raise RedisConnectionError("the gateway's live-event connection was lost; reading the log")
         return event
+
+    def _check_deadline(self) -> None:
+        """The timer: wake a wait that has reached its deadline, or look again at a later one (the
+        wait it was set for ended, and another began since)."""
+        self._timer = None
+        if not self._waiting:
+            return  # set again by the next wait
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            self._arrived.set()
+        else:
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
 
     def waiting(self) -> list[Event]:
         """The events that have arrived, up to a break in the connection (which `next_event` raises)."""
@@ -78,6 +104,9 @@ class Feed:
         return taken
 
     async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         await self._hub.leave(self)
 
 
@@ -176,6 +205,8 @@ class Hub:
                     message = await self._heartbeat.get_message(timeout=LISTEN_S)
                     if message is not None and message.get("type") == "message":
                         self._dispatch(message["channel"], message["data"])
+                    for channel, data in await self._heartbeat.arrived():
+                        self._dispatch(channel, data)
             except RedisError as error:
                 self._connected.clear()
                 self._heartbeat = None
