@@ -16,7 +16,7 @@
 | `ark:cancel:J`       | string  | producer (cancel.lua): a cancel request        | `worker.keep_result_s`  |
 | `ark:tokens:J`       | channel | worker (publish.lua), cancel.lua: each event   | live only               |
 | `ark:wake:Q`         | channel | producer (enqueue.lua): a job was enqueued     | live only               |
-| `ark:cursor:Q`       | string  | worker (pick.lua): where picks start, a score  | `PICK_CURSOR_TTL_MS`    |
+| `ark:cursor:Q`       | string  | worker (pick.lua): the last job a pick saw     | `PICK_CURSOR_TTL_MS`    |
 | `ark:owner:J`        | string  | producer (enqueue.lua): the job's tenant       | the job's lifetime      |
 | `ark:active:T`       | zset    | producer (enqueue.lua): tenant T's live jobs   | a day after the last    |
 | `ark:request:J`      | string  | producer (enqueue.lua): the request's digest   | the job's lifetime      |

@@ -85,6 +85,8 @@ class Lease:
     #: The job's ending write gave the lease up with it (`publish.lua`): nothing is left to renew or
     #: release.
     given_up: bool = False
+    #: When the lease's TTL was last set (monotonic seconds): taken, or extended by a renewal.
+    extended_at: float = field(default_factory=time.monotonic)
 
     def give_up(self) -> None:
         """The job's ending write gave the lease up (`publish.lua`)."""
@@ -146,15 +148,26 @@ class LeaseKeeper:
                 await self._task
 
     async def renew_once(self) -> None:
+        """One round: every lease is checked (still ours? cancelled?), and extended once a third of its
+        TTL has passed since it was last set. Extending every round would cost Redis twice the
+        commands; a third leaves two thirds of `lease_s`, less a round, for a late round to come."""
         leases = [lease for lease in self._leases.values() if not lease.given_up]
         if not leases:
             return
-        keys = []
+        now = time.monotonic()
+        extend_after_s = self._ttl_ms / 3000
+        keys: list[str] = []
+        args: list[str | int] = [self._ttl_ms]
+        extending: list[Lease] = []
         for lease in leases:
             keys += [lease_key(lease.job_id), claim_key(lease.job_id), cancel_key(lease.job_id)]
-        states = await scripts.LEASE_RENEW(
-            self._redis, keys=keys, args=[self._ttl_ms, *(lease.token for lease in leases)]
-        )
+            due = now - lease.extended_at >= extend_after_s
+            args += [lease.token, "1" if due else "0"]
+            if due:
+                extending.append(lease)
+        states = await scripts.LEASE_RENEW(self._redis, keys=keys, args=args)
+        for lease in extending:
+            lease.extended_at = now
         for lease, state in zip(leases, states, strict=True):
             if lease.given_up:  # the job ended while the renewal was on its way
                 continue

@@ -173,7 +173,9 @@ async def _start_jobs(worker: arq.worker.Worker, picked: list[tuple[str, int]]) 
     one once the old run has ended, takes it."""
     for job_id, score in picked:
         if _still_running(worker, job_id):
-            await worker.pool.delete(claim_key(job_id))
+            # Its claim given back, and the cursor with it: the pick passed the job, and the next one
+            # must look at it again.
+            await worker.pool.delete(claim_key(job_id), pick_cursor_key(worker.queue_name))
             continue
         await worker.sem.acquire()  # never waits: the pick asked for free slots only
         worker.job_counter += 1

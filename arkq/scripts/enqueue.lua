@@ -29,8 +29,13 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
 local cursor = redis.call('GET', KEYS[9])
-if cursor and tonumber(ARGV[6]) < tonumber(cursor) then
-  redis.call('DEL', KEYS[9])  -- scored before where picks start (another clock): they start at the head
+if cursor then  -- "score\nid" (pick.lua): a job before it in the queue's order moves it back
+  local score, id = string.match(cursor, '^([^\n]*)\n(.*)$')
+  if not score then score, id = cursor, '' end
+  local mine, theirs = tonumber(ARGV[6]), tonumber(score)
+  if mine < theirs or (mine == theirs and ARGV[1] < id) then
+    redis.call('SET', KEYS[9], ARGV[6] .. '\n', 'KEEPTTL')  -- picks start at this job's score
+  end
 end
 redis.call('SET', KEYS[8], ARGV[11], 'PX', ARGV[12])
 if owner ~= '' then

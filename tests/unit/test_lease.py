@@ -31,12 +31,23 @@ async def test_acquire_takes_a_short_lease_and_shortens_arqs_claim(fake_redis: A
     assert (await fake_redis.get(lease_key("j"))).decode() == lease.token
     assert 0 < await fake_redis.pttl(lease_key("j")) <= 6000
     assert 0 < await fake_redis.pttl(claim_key("j")) <= 6000, "a dead worker's claim lapses as fast"
-    await fake_redis.pexpire(lease_key("j"), 1000)
+    await fake_redis.pexpire(lease_key("j"), 3000)
     await fake_redis.delete(claim_key("j"))  # arq deleted it, finishing a stale attempt
     await leases.renew_once()
-    assert await fake_redis.pttl(lease_key("j")) > 1000
+    # Taken just now: checked, not extended (a third of its TTL has not passed).
+    assert 0 < await fake_redis.pttl(lease_key("j")) <= 3000
+    assert await fake_redis.get(claim_key("j")) is None
+    assert lease.stop is None
+    lease.extended_at -= 2.0  # stands for two seconds gone by
+    await leases.renew_once()
+    assert await fake_redis.pttl(lease_key("j")) > 3000
     assert await fake_redis.get(claim_key("j")) == b"leased", "renewal restores the claim"
     assert lease.stop is None
+    await leases.renew_once()
+    assert await fake_redis.pttl(lease_key("j")) > 5000, "extended once, then only checked"
+    await fake_redis.pexpire(lease_key("j"), 3000)
+    await leases.renew_once()
+    assert await fake_redis.pttl(lease_key("j")) <= 3000, "not extended again within a third of its TTL"
 
 
 async def test_a_live_lease_cannot_be_taken_twice(fake_redis: ArqRedis) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import pytest
 from arq.connections import ArqRedis
@@ -15,6 +16,7 @@ from arkq.backoff import Backoff
 from arkq.keys import PICK_CURSOR_TTL_MS, claim_key, pick_cursor_key
 from config_module.loader import load_config
 from producer import Producer
+from producer import enqueue as enqueue_module
 from worker import arq_patches
 from worker.arq_patches import pick_jobs, poll_round
 
@@ -130,7 +132,7 @@ async def test_a_pick_starts_where_the_last_one_left_off_until_the_cursor_lapses
     await queue_jobs(fake_redis, [*running, "new"], running=set(running))
     assert [job_id for job_id, _ in await pick_jobs(fake_redis, QUEUE, 5, CLAIM_TTL_S)] == ["new"]
     cursor = pick_cursor_key(QUEUE)
-    assert await fake_redis.get(cursor) == str(int(*await scores(fake_redis, ["new"]))).encode()
+    assert await fake_redis.get(cursor) == f"{int(*await scores(fake_redis, ['new']))}\nnew".encode()
     lives = await fake_redis.pttl(cursor)
     assert 0 < lives <= PICK_CURSOR_TTL_MS
     # A job given back below the cursor (its claim lapsed, say) is not looked at by the next picks...
@@ -142,10 +144,37 @@ async def test_a_pick_starts_where_the_last_one_left_off_until_the_cursor_lapses
     assert [job_id for job_id, _ in await pick_jobs(fake_redis, QUEUE, 5, CLAIM_TTL_S)] == ["running-7"]
 
 
-async def test_a_job_enqueued_with_a_score_below_the_cursor_deletes_it(fake_redis: ArqRedis) -> None:
+async def test_a_job_enqueued_before_the_cursor_moves_it_back_to_that_job(fake_redis: ArqRedis) -> None:
     cursor = pick_cursor_key(QUEUE)
-    await fake_redis.set(cursor, str(int(time.time() * 1000) + 60_000))  # another clock, a minute ahead
+    ahead = int(time.time() * 1000) + 60_000  # another clock, a minute ahead
+    await fake_redis.set(cursor, f"{ahead}\nzzz")
     async with Producer(redis=fake_redis, config=load_config({})) as producer:
         job = await producer.enqueue([{"role": "user", "content": "hi"}])
-    assert await fake_redis.get(cursor) is None
+    (score,) = await scores(fake_redis, [job.id])
+    assert await fake_redis.get(cursor) == f"{int(score)}\n".encode()  # that score, all of its jobs
     assert [job_id for job_id, _ in await pick_jobs(fake_redis, QUEUE, 5, CLAIM_TTL_S)] == [job.id]
+
+
+async def test_jobs_sharing_a_score_are_looked_at_once_and_one_enqueued_among_them_is_found(
+    fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs enqueued in one millisecond share a score: the cursor's ID keeps picks from looking at the
+    ones before it again, and a job enqueued at that score with an earlier ID moves the cursor back."""
+    score = int(time.time() * 1000) - 1000
+    await fake_redis.zadd(QUEUE, {f"job-{i:02d}": score for i in range(10)})
+    picked = [job_id for job_id, _ in await pick_jobs(fake_redis, QUEUE, 4, CLAIM_TTL_S)]
+    assert picked == [f"job-{i:02d}" for i in range(4)]
+    assert await fake_redis.get(pick_cursor_key(QUEUE)) == f"{score}\njob-03".encode()
+    # job-01's claim is given back: before the cursor, it waits for the cursor to lapse, as any job
+    # given back below it does; the next pick goes on after job-03.
+    await fake_redis.delete(claim_key("job-01"))
+    picked = [job_id for job_id, _ in await pick_jobs(fake_redis, QUEUE, 2, CLAIM_TTL_S)]
+    assert picked == ["job-04", "job-05"]
+    # A job enqueued at the same score, its ID before the cursor's, is picked next (with job-01, now
+    # looked at again).
+    monkeypatch.setattr(enqueue_module, "time", SimpleNamespace(time=lambda: (score + 0.5) / 1000))
+    async with Producer(redis=fake_redis, config=load_config({})) as producer:
+        await producer.enqueue([{"role": "user", "content": "hi"}], job_id="job-000")
+    assert await fake_redis.get(pick_cursor_key(QUEUE)) == f"{score}\n".encode()
+    picked = [job_id for job_id, _ in await pick_jobs(fake_redis, QUEUE, 3, CLAIM_TTL_S)]
+    assert picked == ["job-000", "job-01", "job-06"]
