@@ -10,12 +10,13 @@
 | `arq:retry:J`        | string  | arq: the job's try count                       | about a day             |
 | `arq:result:J`       | string  | arq: its record of the finished job            | `worker.keep_result_s`  |
 | `Q:health-check:H`   | string  | arq's heartbeat, one key per host              | check interval + 1 s    |
-| `ark:lease:J`        | string  | worker (lease_*.lua): the holder's token       | `lease_s`, renewed      |
+| `ark:lease:J`        | string  | worker (lease_*.lua): the holder's token       | `lease_s`, extended     |
 | `ark:events:J`       | list    | worker (publish.lua), cancel.lua: events, JSON | `streaming.replay_ttl_s` |
 | `ark:result:J`       | string  | worker (publish.lua), cancel.lua: JobResult    | `worker.keep_result_s`  |
 | `ark:cancel:J`       | string  | producer (cancel.lua): a cancel request        | `worker.keep_result_s`  |
 | `ark:tokens:J`       | channel | worker (publish.lua), cancel.lua: each event   | live only               |
 | `ark:wake:Q`         | channel | producer (enqueue.lua): a job was enqueued     | live only               |
+| `ark:cancels:Q`      | channel | producer (cancel.lua): a running job cancelled | live only               |
 | `ark:cursor:Q`       | string  | worker (pick.lua): the last job a pick saw     | `PICK_CURSOR_TTL_MS`    |
 | `ark:owner:J`        | string  | producer (enqueue.lua): the job's tenant       | the job's lifetime      |
 | `ark:active:T`       | zset    | producer (enqueue.lua): tenant T's live jobs   | a day after the last    |
@@ -47,6 +48,7 @@ RESULT_PREFIX = "ark:result:"
 CANCEL_PREFIX = "ark:cancel:"
 LEASE_PREFIX = "ark:lease:"
 WAKE_PREFIX = "ark:wake:"
+CANCELS_PREFIX = "ark:cancels:"
 PICK_CURSOR_PREFIX = "ark:cursor:"
 #: How long a pick cursor lives (pick.lua): a job given back below it waits at most this long to be picked.
 PICK_CURSOR_TTL_MS = 500
@@ -102,6 +104,11 @@ def event_channel(channel_prefix: str, job_id: str) -> str:
 
 def wake_channel(queue_name: str) -> str:
     return WAKE_PREFIX + queue_name
+
+
+def cancels_channel(queue_name: str) -> str:
+    """Where a running job's cancel is announced, its ID the message: the queue's workers listen."""
+    return CANCELS_PREFIX + queue_name
 
 
 def owner_key(job_id: str) -> str:

@@ -13,6 +13,7 @@ from arkq.envelope import enqueued_ms
 from arkq.keys import (
     arq_job_key,
     cancel_key,
+    cancels_channel,
     claim_key,
     event_channel,
     event_log_key,
@@ -26,7 +27,8 @@ CancelOutcome = Literal["cancelled", "cancelling", "ended", "unknown"]
 
 async def cancel_job(redis: Redis, job_id: str, config: ArkConfig) -> CancelOutcome:
     """`cancelled`: it was queued and will never run; `cancelling`: it is running and its worker stops
-    it within `worker.lease_renew_s`; `ended`: too late, it had ended; `unknown`: no such job."""
+    it at once (told on the queue's cancels channel; at the latest when it next extends the job's
+    lease, had it missed that); `ended`: too late, it had ended; `unknown`: no such job."""
     now = time.time()
     enqueued = enqueued_ms(await redis.get(arq_job_key(job_id)))
     enqueued_at = now if enqueued is None else enqueued / 1000
@@ -54,6 +56,7 @@ async def cancel_job(redis: Redis, job_id: str, config: ArkConfig) -> CancelOutc
         prefix,
         suffix,
         result.model_dump_json(),
+        cancels_channel(config.queue.name),
     ]
     outcome = await scripts.CANCEL(redis, keys=keys, args=args)
     decoded = outcome.decode() if isinstance(outcome, bytes) else outcome

@@ -105,7 +105,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     leases.start()
     ctx["leases"] = leases
     ctx["wake_listener"] = asyncio.create_task(
-        wakeup.listen(ctx["redis"], config.queue.name, dead_after_s=config.redis.dead_after_s)
+        wakeup.listen(
+            ctx["redis"],
+            config.queue.name,
+            dead_after_s=config.redis.dead_after_s,
+            on_cancel=leases.cancel_requested,
+        )
     )
     heartbeat = Heartbeat(
         ctx["redis"], config, name=ctx["worker_name"], stats=ctx["stats"], job_metrics=job_metrics

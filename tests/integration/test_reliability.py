@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from arkq.contract import parse_event
-from arkq.keys import event_log_key
+from arkq.keys import cancel_key, event_log_key
 from config_module.loader import load_config
 from producer import (
     JobCancelled,
@@ -187,6 +187,34 @@ async def test_a_cancelled_running_job_stops_and_frees_the_server_slot(
     assert stats["disconnected"] == 1
     assert stats["aborted"] == 1, "POST /abort_request reached the server"
     assert stats["active"] == 0
+
+
+async def test_a_running_job_stops_the_moment_it_is_cancelled(fleet: WorkerFleet, producer: Producer) -> None:
+    """The cancel is announced to the workers, not found at a renewal: with renewals 20 s apart, the
+    job still ends within a second."""
+    fleet.env.update({"ARK_WORKER__LEASE_S": "60", "ARK_WORKER__LEASE_RENEW_S": "20"})
+    fleet.start(1)
+    job = await producer.enqueue([{"role": "user", "content": "endless [[arkq:tokens=2000 itl_ms=10]]"}])
+    await first_event(producer, job.id, "token")
+    cancelled_at = time.monotonic()
+    assert await job.cancel() == "cancelling"
+    await first_event(producer, job.id, "cancelled", timeout=5)
+    took = time.monotonic() - cancelled_at
+    assert took < 1.0, f"the cancel took {took:.2f} s: found by a renewal, not announced"
+
+
+async def test_a_cancel_the_worker_did_not_hear_is_found_by_its_lease_renewal(
+    fleet: WorkerFleet, producer: Producer
+) -> None:
+    lease_fleet(fleet).start(1)  # leases of 2 s: extended, and the flag checked, every ~0.7 s
+    job = await producer.enqueue([{"role": "user", "content": "endless [[arkq:tokens=2000 itl_ms=10]]"}])
+    await first_event(producer, job.id, "token")
+    await producer.redis.set(cancel_key(job.id), "1")  # the flag alone: as if the message were lost
+    end = await first_event(producer, job.id, "cancelled", timeout=10)
+    events = await events_of(producer, job.id)
+    assert_one_end(events)
+    assert events[-1] == end
+    assert sum(event.type == "token" for event in events) < 2000
 
 
 @pytest.mark.parametrize(
