@@ -8,6 +8,8 @@ of them comes with a baseline measured alongside it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import statistics
 import time
@@ -625,7 +627,50 @@ async def gpu_pace(bench: Bench) -> Outcome:
                 at_least=True,
             ),
         ]
+        if count >= BURST_STREAMS:
+            what = f"worker CPU to start a burst of {count} jobs (to the last first token)"
+            checks.append(Check(what, median["burst_start_worker_cpu_s"], 0.3 * count / BURST_STREAMS, "s"))
     return Outcome(figures, checks)
+
+
+#: The burst the issue's start-up target names: 512 arriving jobs in under 0.3 s of worker CPU.
+BURST_STREAMS = 512
+
+
+class CpuSamples:
+    """A process's CPU seconds sampled every few milliseconds while the block runs, so a figure can be
+    read at an instant found afterwards (`at`, interpolated)."""
+
+    EVERY_S = 0.005
+
+    def __init__(self, cpu_s: Callable[[], float]):
+        self._cpu_s = cpu_s
+        self._samples: list[tuple[float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> CpuSamples:
+        self._samples.append((time.time(), self._cpu_s()))
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._samples.append((time.time(), self._cpu_s()))
+
+    async def _sample(self) -> None:
+        while True:
+            await asyncio.sleep(self.EVERY_S)
+            self._samples.append((time.time(), self._cpu_s()))
+
+    def at(self, instant: float) -> float:
+        """The CPU seconds at `instant` (`time.time()`), between the samples around it."""
+        for (t0, c0), (t1, c1) in itertools.pairwise(self._samples):
+            if t0 <= instant <= t1:
+                return c0 if t1 == t0 else c0 + (c1 - c0) * (instant - t0) / (t1 - t0)
+        return self._samples[0][1] if instant < self._samples[0][0] else self._samples[-1][1]
 
 
 async def _gpu_round(bench: Bench, count: int, *, first_direct: bool) -> dict[str, float]:
@@ -636,18 +681,25 @@ async def _gpu_round(bench: Bench, count: int, *, first_direct: bool) -> dict[st
             count, lambda i: direct(bench.link, request(tokens, tag=f"d{i}", on_clock=True), tokens)
         )
 
-    async def queued_run() -> tuple[list[Stream], float, float]:
+    async def queued_run() -> tuple[list[Stream], float, float, float]:
         before, redis_before = bench.stack.worker_cpu_s(), bench.stack.redis_cpu_s()
-        streams = await concurrently(
-            count, lambda i: queued(bench.producer, request(tokens, tag=f"q{i}", on_clock=True), tokens)
-        )
-        return streams, bench.stack.worker_cpu_s() - before, bench.stack.redis_cpu_s() - redis_before
+        async with CpuSamples(bench.stack.worker_cpu_s) as samples:
+            streams = await concurrently(
+                count, lambda i: queued(bench.producer, request(tokens, tag=f"q{i}", on_clock=True), tokens)
+            )
+        # The burst: from the first enqueue to the last stream's first token (the tokens streamed
+        # meanwhile count too, so this is more than the starts alone cost).
+        began = min(stream.began for stream in streams)
+        started = max(stream.first_token or stream.began for stream in streams)
+        burst = samples.at(started) - samples.at(began)
+        cpu, redis_cpu = bench.stack.worker_cpu_s() - before, bench.stack.redis_cpu_s() - redis_before
+        return streams, cpu, redis_cpu, burst
 
     if first_direct:
         straight = await direct_run()
-        through, cpu, redis_cpu = await queued_run()
+        through, cpu, redis_cpu, burst_cpu = await queued_run()
     else:
-        through, cpu, redis_cpu = await queued_run()
+        through, cpu, redis_cpu, burst_cpu = await queued_run()
         straight = await direct_run()
     for streams in (straight, through):
         _expect_tokens(streams, tokens)
@@ -663,14 +715,16 @@ async def _gpu_round(bench: Bench, count: int, *, first_direct: bool) -> dict[st
         "delay_direct_p50_ms": steady_direct["p50_ms"],
         "added_delay_p50_ms": steady_queue["p50_ms"] - steady_direct["p50_ms"],
         "added_delay_p99_ms": steady_queue["p99_ms"] - steady_direct["p99_ms"],
+        "burst_start_worker_cpu_s": burst_cpu,
     }
 
 
 async def short_jobs(bench: Bench) -> Outcome:
     """One-token jobs through one worker, against as many one-token requests sent direct: jobs per
     second, the worker's CPU per job (its jobs per CPU-second is what one worker core sustains), and
-    Redis commands per job, compared from a backlog of a few jobs to a large one and from one worker to
-    several (each command of the fleet counts: enqueue, pickup, claim, lease, events, result)."""
+    Redis commands per job, compared from a backlog of a few jobs (rounds of them, `short_jobs` jobs in
+    all) to a large one and from one worker to several (each command of the fleet counts: enqueue,
+    pickup, claim, lease, events, result)."""
     plan = bench.plan
     bench.stack.restart_workers(1)
     rounds = [await _short_round(bench, plan.short_jobs) for _ in range(plan.short_repetitions)]
@@ -679,7 +733,7 @@ async def short_jobs(bench: Bench) -> Outcome:
         *(request_direct(bench.link, _short_answer(1, f"direct {i}")) for i in range(plan.short_jobs))
     )
     direct_per_s = plan.short_jobs / (time.perf_counter() - started)
-    by_backlog = {n: (await _short_round(bench, n))["redis_commands_per_job"] for n in plan.short_backlogs}
+    by_backlog = {n: await _commands_per_job(bench, n, plan.short_jobs) for n in plan.short_backlogs}
     by_workers: dict[int, float] = {}
     for count in plan.short_workers:
         bench.stack.restart_workers(count)
@@ -717,6 +771,15 @@ async def request_direct(link: ArkModelLink, messages: list[dict[str, str]]) -> 
     async with aclosing(link.stream(messages, max_tokens=1)) as events:
         async for _ in events:
             pass
+
+
+async def _commands_per_job(bench: Bench, backlog: int, jobs: int) -> float:
+    """Redis commands per job with `backlog` jobs enqueued at once, over rounds of that many until at
+    least `jobs` have run: a few jobs alone would weigh any periodic command (a heartbeat, a reap) as
+    several commands a job."""
+    rounds = max(1, -(-jobs // backlog))
+    counts = [(await _short_round(bench, backlog))["redis_commands_per_job"] for _ in range(rounds)]
+    return statistics.fmean(counts)
 
 
 async def _short_round(bench: Bench, count: int) -> dict[str, float]:
