@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -267,14 +267,19 @@ class TextEventEncoder:
     it. A lone surrogate in the text (possible after JSON decoding) is written as "?".
     """
 
-    __slots__ = ("_middles", "_prefix")
+    __slots__ = ("_prefix",)
+
+    #: What follows `seq` up to the text, per kind: the models' own encoding, split around `seq` and
+    #: before the (empty) text, taken once (it does not depend on the job).
+    _middles: ClassVar[dict[str, bytes]] = {}
 
     def __init__(self, job_id: str):
-        # The models' own encoding, split around `seq` and before the (empty) text: the layout is theirs.
-        self._middles: dict[str, bytes] = {}
-        for model in (TokenEvent, ReasoningEvent):
-            self._prefix, suffix = event_template(model(job_id=job_id, seq=0, text=""))
-            self._middles[model.model_fields["type"].default] = suffix.removesuffix(b'""}')
+        if not TextEventEncoder._middles:
+            for model in (TokenEvent, ReasoningEvent):
+                _, suffix = event_template(model(job_id="j", seq=0, text=""))
+                TextEventEncoder._middles[model.model_fields["type"].default] = suffix.removesuffix(b'""}')
+        # As `event_template` reads it from a model's encoding (checked there): the job ID as JSON.
+        self._prefix = b'{"job_id":' + _dumps_text(job_id).encode("utf-8", "replace") + b',"seq":'
 
     def __call__(self, seq: int, kind: Literal["token", "reasoning"], text: str) -> bytes:
         body = _dumps_text(text).encode("utf-8", "replace")
