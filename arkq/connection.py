@@ -281,7 +281,7 @@ class Heartbeat:
                 raise response
             if not isinstance(response, list):  # no complete reply left (on a subscribed connection
                 return messages  # every reply is an array)
-            kind = response[0]
+            kind = response[0]  # the hub subscribes to channels, never patterns: no `pmessage`
             if kind == b"message" or kind == "message":
                 messages.append((response[1], response[2]))
             else:

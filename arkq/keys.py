@@ -17,7 +17,7 @@
 | `ark:tokens:J`       | channel | worker (publish.lua), cancel.lua: each event   | live only               |
 | `ark:wake:Q`         | channel | producer (enqueue.lua): a job was enqueued     | live only               |
 | `ark:cancels:Q`      | channel | producer (cancel.lua): a running job cancelled | live only               |
-| `ark:cursor:Q`       | string  | worker (pick.lua): the last job a pick saw     | `PICK_CURSOR_TTL_MS`    |
+| `ark:pickedto:Q`     | string  | worker (pick.lua): the last job a pick saw     | `PICK_CURSOR_TTL_MS`    |
 | `ark:owner:J`        | string  | producer (enqueue.lua): the job's tenant       | the job's lifetime      |
 | `ark:active:T`       | zset    | producer (enqueue.lua): tenant T's live jobs   | a day after the last    |
 | `ark:request:J`      | string  | producer (enqueue.lua): the request's digest   | the job's lifetime      |
@@ -49,7 +49,10 @@ CANCEL_PREFIX = "ark:cancel:"
 LEASE_PREFIX = "ark:lease:"
 WAKE_PREFIX = "ark:wake:"
 CANCELS_PREFIX = "ark:cancels:"
-PICK_CURSOR_PREFIX = "ark:cursor:"
+#: "score\nid" (pick.lua). Not `ark:cursor:`, which held a bare score: scripts of an earlier arkq still
+#: running beside these (a rolling upgrade, a producer not yet upgraded) keep to that key and cannot
+#: read this one.
+PICK_CURSOR_PREFIX = "ark:pickedto:"
 #: How long a pick cursor lives (pick.lua): a job given back below it waits at most this long to be picked.
 PICK_CURSOR_TTL_MS = 500
 OWNER_PREFIX = "ark:owner:"

@@ -7,9 +7,10 @@ what the fence in the publish script means (`FENCE_REFUSALS`).
 arq claims a job by setting `arq:in-progress:<id>` for the job timeout plus 10 s: a worker killed with
 SIGKILL keeps its jobs locked that long. arkq keeps that claim short instead: as a job starts, its
 worker takes the job's lease (`ark:lease:<id>`, its own token, `worker.lease_s`) and rewrites arq's
-claim with the same short TTL; one task per worker looks every `worker.lease_renew_s` for the leases a
-third of whose TTL has passed, and extends those (and their claims) in one round trip. When a worker
-dies, both lapse within `lease_s` and arq's ordinary polling hands the job to another worker.
+claim with the same short TTL; one task per worker looks at all its leases every
+`worker.lease_renew_s`, in one round trip, and extends those (and their claims) about a third of whose
+TTL has passed. When a worker dies, both lapse within `lease_s` and arq's ordinary polling hands the
+job to another worker.
 
 The lease is arkq's alone (arq deletes its claim key whenever an attempt ends, even a stale one), and it
 fences the event stream: the publish script (`publish.lua`) appends a job's events, and stores its
@@ -18,10 +19,11 @@ refused write reaches the attempt as `LeaseLost`, and it stops. A worker that fi
 another attempt defers the job instead of running it.
 
 A cancel reaches a running job's worker at once, announced on the queue's cancels channel
-(`worker.wakeup` listens, `cancel_requested` stops the job); the renewal also looks at the cancel flag,
-for a worker that missed the message. And every `worker.lease_s` each worker reaps arq claims that were never
-turned into a lease (the key still holds arq's `1` long after it was set: its worker died in the
-milliseconds between claim and lease), so that job is claimed again.
+(`worker.wakeup` listens, `cancel_requested` stops the job); every renewal round also looks at the
+cancel flags, for a worker that missed the message: within `worker.lease_renew_s` then, as before.
+And every `worker.lease_s` each worker reaps arq claims that were never turned into a lease (the key
+still holds arq's `1` long after it was set: its worker died in the milliseconds between claim and
+lease), so that job is claimed again.
 """
 
 from __future__ import annotations
@@ -155,28 +157,28 @@ class LeaseKeeper:
             lease.halt(Stop.CANCELLED)
 
     async def renew_once(self) -> None:
-        """One round: the leases a third of whose TTL has passed since they were last set are extended,
-        and checked (still ours? cancelled?) on the way. Not every lease every round: a job shorter
-        than that costs no renewal at all, a longer one a renewal every `lease_s` / 3 instead of every
-        round, and two thirds of `lease_s`, less a round, are left for a late round to come. A lease
-        lost meanwhile shows at the job's next publish (the fence), a cancel at once (its message) or
-        at this check if the message was missed."""
-        now = time.monotonic()
-        extend_after_s = self._ttl_ms / 3000
-        leases = [
-            lease
-            for lease in self._leases.values()
-            if not lease.given_up and now - lease.extended_at >= extend_after_s
-        ]
+        """One round: every lease's cancel flag is looked at (a cancel whose message this worker missed,
+        the announcement racing the lease's acquisition or the listener reconnecting, is found here),
+        and the leases about a third of whose TTL has passed are checked (still ours?) and extended.
+        Not every lease every round: a job shorter than that costs one command a round, not four,
+        and a lease is extended with at least two thirds of `lease_s` left, so a round that comes a
+        round late finds it alive. A lease lost meanwhile shows at the job's next publish (the fence)."""
+        leases = [lease for lease in self._leases.values() if not lease.given_up]
         if not leases:
             return
-        keys = []
+        now = time.monotonic()
+        extend_after_s = self._ttl_ms / 3000 - self._renew_s  # the next round may be that late
+        keys: list[str] = []
+        args: list[str | int] = [self._ttl_ms]
+        extending: list[Lease] = []
         for lease in leases:
             keys += [lease_key(lease.job_id), claim_key(lease.job_id), cancel_key(lease.job_id)]
-        states = await scripts.LEASE_RENEW(
-            self._redis, keys=keys, args=[self._ttl_ms, *(lease.token for lease in leases)]
-        )
-        for lease in leases:
+            due = now - lease.extended_at >= extend_after_s
+            args += [lease.token, "1" if due else "0"]
+            if due:
+                extending.append(lease)
+        states = await scripts.LEASE_RENEW(self._redis, keys=keys, args=args)
+        for lease in extending:
             lease.extended_at = now
         for lease, state in zip(leases, states, strict=True):
             if lease.given_up:  # the job ended while the renewal was on its way

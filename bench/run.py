@@ -72,6 +72,7 @@ async def measure(stack: Stack, plan: Plan, names: Sequence[str]) -> dict[str, A
             # sight, as a server freezes its start-up: a full collection then pauses both paths' readers
             # for what the scenario allocates, not for the whole process (35 ms pauses, else, at 512
             # streams: the p99 of both paths measured this client).
+            gc.collect()  # frozen garbage would never be freed
             gc.freeze()
             outcome = await SCENARIOS[name](bench)
             outcomes[name] = {"figures": outcome.figures, "checks": [c.as_dict() for c in outcome.checks]}

@@ -98,8 +98,8 @@ class WorkerConfig(Section):
     resume_partial: bool = True
     #: A running job's lease: another worker restarts the job this many seconds after its worker died.
     lease_s: float = Field(6.0, gt=0)
-    #: How often a worker looks for leases to extend: each is extended once a third of `lease_s` has
-    #: passed, and its cancel flag checked then (a cancel reaches a running job at once, by message).
+    #: How often a worker looks at its leases: every job's cancel flag (for a cancel whose message it
+    #: missed), and an extension for each lease about a third of whose TTL has passed.
     lease_renew_s: float = Field(0.5, gt=0)
     #: On SIGTERM, seconds running jobs may take to finish before they are handed to another worker.
     shutdown_grace_s: float = Field(25.0, ge=0)

@@ -27,8 +27,8 @@ CancelOutcome = Literal["cancelled", "cancelling", "ended", "unknown"]
 
 async def cancel_job(redis: Redis, job_id: str, config: ArkConfig) -> CancelOutcome:
     """`cancelled`: it was queued and will never run; `cancelling`: it is running and its worker stops
-    it at once (told on the queue's cancels channel; at the latest when it next extends the job's
-    lease, had it missed that); `ended`: too late, it had ended; `unknown`: no such job."""
+    it at once (told on the queue's cancels channel; within `worker.lease_renew_s`, had it missed
+    that); `ended`: too late, it had ended; `unknown`: no such job."""
     now = time.time()
     enqueued = enqueued_ms(await redis.get(arq_job_key(job_id)))
     enqueued_at = now if enqueued is None else enqueued / 1000

@@ -32,6 +32,8 @@ logger = logging.getLogger("arkq.gateway")
 
 #: How long the dispatch loop listens before it looks at its subscriptions again.
 LISTEN_S = 1.0
+#: How early a quiet wait's timer may fire and still end the wait (uvloop rounds timers to the ms).
+TIMER_SLACK_S = 0.001
 #: Messages a slow reader may have waiting before it is sent back to the log instead.
 READER_BACKLOG = 10_000
 
@@ -90,7 +92,7 @@ class Feed:
         if not self._waiting:
             return  # set again by the next wait
         loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
+        if loop.time() + TIMER_SLACK_S >= self._deadline:  # uvloop fires up to a millisecond early
             self._arrived.set()
         else:
             self._timer = loop.call_at(self._deadline, self._check_deadline)

@@ -182,8 +182,8 @@ class Job:
 
     async def cancel(self) -> CancelOutcome:
         """Cancel the job. `cancelled`: it was queued and will never run; `cancelling`: its worker
-        stops it at once (its HTTP stream closed, the server told to abort; at the latest within about
-        `worker.lease_s` / 3, should the worker have missed the cancel's message) and it ends with a
+        stops it at once (its HTTP stream closed, the server told to abort; within
+        `worker.lease_renew_s`, should the worker have missed the cancel's message) and it ends with a
         `cancelled` event; `ended`: it had ended already; `unknown`: no such job."""
         async with redis_answers_within(self._redis, self._answer_within):
             return await cancel_job(self._redis, self.id, self._config)

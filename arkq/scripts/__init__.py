@@ -24,9 +24,12 @@ class Script:
 
     __slots__ = ("name", "sha", "source")
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, libs: Sequence[str] = ()):
         self.name = name
-        self.source = files(__name__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        here = files(__name__)
+        # Shared functions (`lib/<name>.lua`) go before the script's own source, in one script.
+        parts = [here.joinpath("lib", f"{lib}.lua").read_text(encoding="utf-8") for lib in libs]
+        self.source = "".join([*parts, here.joinpath(f"{name}.lua").read_text(encoding="utf-8")])
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def __repr__(self) -> str:
@@ -41,9 +44,9 @@ class Script:
             return await reply(redis.eval(self.source, len(keys), *keys_and_args))
 
 
-ENQUEUE = Script("enqueue")
+ENQUEUE = Script("enqueue", libs=["ids"])
 CANCEL = Script("cancel")
-PICK = Script("pick")
+PICK = Script("pick", libs=["ids"])
 LEASE_ACQUIRE = Script("lease_acquire")
 LEASE_RENEW = Script("lease_renew")
 LEASE_RELEASE = Script("lease_release")

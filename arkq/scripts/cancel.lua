@@ -4,7 +4,7 @@
 -- cancels channel.
 -- The flag is always set. A running job's cancel is announced on the queue's cancels channel, and its
 -- worker stops it at once; the flag is what a worker that missed the message (its connection was
--- down) finds when it next extends the job's lease. A job still in the queue and not running is
+-- down) finds at its next lease renewal round. A job still in the queue and not running is
 -- removed from it and ended here, atomically, so no worker can start it.
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'ended' end
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])

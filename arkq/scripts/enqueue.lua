@@ -33,7 +33,7 @@ if cursor then  -- "score\nid" (pick.lua): a job before it in the queue's order 
   local score, id = string.match(cursor, '^([^\n]*)\n(.*)$')
   if not score then score, id = cursor, '' end
   local mine, theirs = tonumber(ARGV[6]), tonumber(score)
-  if mine < theirs or (mine == theirs and ARGV[1] < id) then
+  if mine < theirs or (mine == theirs and bytes_before(ARGV[1], id)) then
     redis.call('SET', KEYS[9], ARGV[6] .. '\n', 'KEEPTTL')  -- picks start at this job's score
   end
 end

@@ -27,7 +27,7 @@ while offset < limit do
   local entries = redis.call('ZRANGEBYSCORE', KEYS[1], low, ARGV[1], 'WITHSCORES', 'LIMIT', offset, page)
   for i = 1, #entries, 2 do
     local id, score = entries[i], entries[i + 1]
-    if not (after and id <= after and tonumber(score) == low_score) then
+    if not (after and tonumber(score) == low_score and not bytes_before(after, id)) then
       last, last_id = score, id
       if redis.call('SET', ARGV[3] .. id, '1', 'NX', 'PX', ttl) then
         found[#found + 1] = id

@@ -9,7 +9,8 @@
 -- after a lost reply (a Redis restart) finds its events there already and does not append them twice.
 -- Returns, per job, the log's new length. A job's result and its terminal event are written together,
 -- and the call that writes them also gives the lease up (the attempt has nothing left to fence), so a
--- job ends in one round trip; a retry of that call finds the lease gone and its events there.
+-- job ends in one round trip; a retry of that call finds the lease gone, its events there and its own
+-- result stored (another attempt's end, a stalled one's retry, is refused as before).
 local replies, at = {}, 1
 for job = 1, #KEYS / 3 do
   local lease, log, result = KEYS[3 * job - 2], KEYS[3 * job - 1], KEYS[3 * job]
@@ -20,7 +21,8 @@ for job = 1, #KEYS / 3 do
   if keep ~= '0' then events = at + 2 end
   local length = redis.call('LLEN', log)
   local holder = redis.call('GET', lease)
-  if length == first + count and (holder == token or (keep ~= '0' and not holder)) then
+  if length == first + count and (holder == token or (keep ~= '0' and not holder
+      and redis.call('GET', result) == ARGV[at + 1])) then
     replies[job] = length
   elseif holder ~= token then
     replies[job] = -1

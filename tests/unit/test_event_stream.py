@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from arkq import scripts
 from arkq.contract import DoneEvent, JobResult, StartedEvent, Timings, TokenEvent, encode_event, parse_event
 from arkq.errors import JobLost, LeaseLost
-from arkq.keys import event_channel, event_log_key, lease_key
+from arkq.keys import event_channel, event_log_key, lease_key, result_key
 from arkq.lease import Lease
 from producer.events import read_event_batches
 from tests.waiting import until
@@ -128,6 +128,40 @@ async def test_the_ending_call_gives_the_lease_up_and_a_retry_of_it_is_not_refus
     # Any other call of the attempt is fenced as before: its lease is gone.
     assert await scripts.PUBLISH(fake_redis, keys=start_keys, args=start_args) == [-1]
     assert [e.type for e in await collect_now(fake_redis)] == ["started", "done"]
+
+
+async def test_a_stalled_attempts_end_is_refused_after_another_attempt_ended_the_job(
+    fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attempt 1 stalls past its lease; attempt 2 takes the job and ends it (its end gives the lease
+    up). Attempt 1's ending call then finds no lease and a log as long as its own end would make it,
+    but not its result: it is refused, not taken for its own retry."""
+    stalled = await publisher(fake_redis, token="attempt-1")
+    await stalled.publish(StartedEvent, attempt=1, worker="w1")
+    taking_over = await publisher(fake_redis, token="attempt-2")
+    await taking_over.publish(StartedEvent, attempt=2, worker="w2")
+    timings = Timings(enqueued_at=0, started_at=0, finished_at=0)
+    await taking_over.end(
+        JobResult(job_id="j", status="done", text="two", timings=timings),
+        DoneEvent,
+        60,
+        text="two",
+        finish_reason="stop",
+        usage=None,
+    )
+    assert await fake_redis.exists(lease_key("j")) == 0
+    await fake_redis.rpop(event_log_key("j"))  # a log as long as attempt 1's end would make it
+    with pytest.raises(LeaseLost):
+        await stalled.end(
+            JobResult(job_id="j", status="done", text="one", timings=timings),
+            DoneEvent,
+            60,
+            text="one",
+            finish_reason="stop",
+            usage=None,
+        )
+    stored = JobResult.model_validate_json(await fake_redis.get(result_key("j")))
+    assert stored.text == "two"
 
 
 async def test_an_end_is_refused_to_an_attempt_whose_lease_another_holds(fake_redis: ArqRedis) -> None:
