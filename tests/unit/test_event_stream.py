@@ -61,6 +61,13 @@ async def publisher(redis: ArqRedis, job_id: str = "j", token: str = "attempt-1"
     return EventPublisher.open(redis, Lease(job_id, token, log=log), channel_prefix=PREFIX, log_ttl_s=60)
 
 
+async def end_done(pub: EventPublisher, text: str) -> None:
+    """End the job `done` with `text`, as a worker's attempt does."""
+    timings = Timings(enqueued_at=0, started_at=0, finished_at=0)
+    result = JobResult(job_id=pub.job_id, status="done", text=text, timings=timings)
+    await pub.end(result, DoneEvent, 60, text=text, finish_reason="stop", usage=None)
+
+
 async def test_seq_counts_from_zero_and_the_log_expires(fake_redis: ArqRedis) -> None:
     pub = await publisher(fake_redis)
     first = await pub.publish(StartedEvent, attempt=1, worker="w")
@@ -140,26 +147,11 @@ async def test_a_stalled_attempts_end_is_refused_after_another_attempt_ended_the
     await stalled.publish(StartedEvent, attempt=1, worker="w1")
     taking_over = await publisher(fake_redis, token="attempt-2")
     await taking_over.publish(StartedEvent, attempt=2, worker="w2")
-    timings = Timings(enqueued_at=0, started_at=0, finished_at=0)
-    await taking_over.end(
-        JobResult(job_id="j", status="done", text="two", timings=timings),
-        DoneEvent,
-        60,
-        text="two",
-        finish_reason="stop",
-        usage=None,
-    )
+    await end_done(taking_over, "two")
     assert await fake_redis.exists(lease_key("j")) == 0
     await fake_redis.rpop(event_log_key("j"))  # a log as long as attempt 1's end would make it
     with pytest.raises(LeaseLost):
-        await stalled.end(
-            JobResult(job_id="j", status="done", text="one", timings=timings),
-            DoneEvent,
-            60,
-            text="one",
-            finish_reason="stop",
-            usage=None,
-        )
+        await end_done(stalled, "one")
     stored = JobResult.model_validate_json(await fake_redis.get(result_key("j")))
     assert stored.text == "two"
 
@@ -168,9 +160,8 @@ async def test_an_end_is_refused_to_an_attempt_whose_lease_another_holds(fake_re
     old = await publisher(fake_redis, token="attempt-1")
     await old.publish(StartedEvent, attempt=1, worker="w")
     await fake_redis.set(lease_key("j"), "attempt-2")
-    result = JobResult(job_id="j", status="done", timings=Timings(enqueued_at=0, started_at=0, finished_at=0))
     with pytest.raises(LeaseLost):
-        await old.end(result, DoneEvent, 60, text="", finish_reason="stop", usage=None)
+        await end_done(old, "")
     assert await fake_redis.get(lease_key("j")) == b"attempt-2"
 
 

@@ -8,7 +8,7 @@ import time
 from arq.connections import ArqRedis
 
 from arkq.keys import cancel_key, claim_key, event_log_key, lease_key
-from arkq.lease import LeaseKeeper, Stop
+from arkq.lease import Lease, LeaseKeeper, Stop
 
 CLAIM_TTL_S = 310.0
 
@@ -67,11 +67,18 @@ async def test_a_lease_taken_over_stops_the_work(fake_redis: ArqRedis) -> None:
     assert (await fake_redis.get(lease_key("j"))) == b"someone-else", "never renews another's lease"
 
 
+async def working(leases: LeaseKeeper, redis: ArqRedis, job_id: str = "j") -> Lease:
+    """The lease of a job that is claimed, leased and working (its work stands for a long job's)."""
+    await claimed(redis, job_id)
+    lease = await leases.acquire(job_id)
+    assert lease is not None
+    lease.work = asyncio.create_task(asyncio.sleep(30))
+    return lease
+
+
 async def test_a_cancel_announced_stops_the_work_at_once(fake_redis: ArqRedis) -> None:
     leases = keeper(fake_redis)
-    await claimed(fake_redis, "j")
-    lease = await leases.acquire("j")
-    lease.work = asyncio.create_task(asyncio.sleep(30))  # fixed: stands for a long job's work
+    lease = await working(leases, fake_redis)
     leases.cancel_requested("another-job")
     assert lease.stop is None
     leases.cancel_requested("j")
@@ -82,9 +89,7 @@ async def test_a_cancel_announced_stops_the_work_at_once(fake_redis: ArqRedis) -
 
 async def test_a_cancel_whose_message_was_missed_is_found_by_the_renewal(fake_redis: ArqRedis) -> None:
     leases = keeper(fake_redis)
-    await claimed(fake_redis, "j")
-    lease = await leases.acquire("j")
-    lease.work = asyncio.create_task(asyncio.sleep(30))  # fixed: stands for a long job's work
+    lease = await working(leases, fake_redis)
     await fake_redis.pexpire(lease_key("j"), 3000)
     await fake_redis.set(cancel_key("j"), b"1")
     await leases.renew_once()  # the next round, whatever the lease's age
