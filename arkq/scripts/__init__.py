@@ -44,9 +44,9 @@ class Script:
             return await reply(redis.eval(self.source, len(keys), *keys_and_args))
 
 
-ENQUEUE = Script("enqueue", libs=["ids"])
+ENQUEUE = Script("enqueue", libs=["cursor"])
 CANCEL = Script("cancel")
-PICK = Script("pick", libs=["ids"])
+PICK = Script("pick", libs=["cursor"])
 LEASE_ACQUIRE = Script("lease_acquire")
 LEASE_RENEW = Script("lease_renew")
 LEASE_RELEASE = Script("lease_release")

@@ -29,12 +29,11 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
 local cursor = redis.call('GET', KEYS[9])
-if cursor then  -- "score\nid" (pick.lua): a job before it in the queue's order moves it back
-  local score, id = string.match(cursor, '^([^\n]*)\n(.*)$')
-  if not score then score, id = cursor, '' end
+if cursor then  -- a job before it in the queue's order moves it back
+  local score, id = cursor_parts(cursor)
   local mine, theirs = tonumber(ARGV[6]), tonumber(score)
   if mine < theirs or (mine == theirs and bytes_before(ARGV[1], id)) then
-    redis.call('SET', KEYS[9], ARGV[6] .. '\n', 'KEEPTTL')  -- picks start at this job's score
+    redis.call('SET', KEYS[9], cursor_of(ARGV[6], ''), 'KEEPTTL')  -- picks start at this job's score
   end
 end
 redis.call('SET', KEYS[8], ARGV[11], 'PX', ARGV[12])

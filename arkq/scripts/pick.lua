@@ -6,7 +6,7 @@
 -- another worker took first. Returns the job IDs and their queue scores, flat: id, score, id, score...
 --
 -- arq keeps a running job in the queue until it ends, so the head of the queue is the jobs running
--- across the fleet. The cursor skips them: it is the last job a pick looked at, "score\nid", and every
+-- across the fleet. The cursor (lib/cursor.lua) skips them: it is the last job a pick looked at, and every
 -- job before it in the queue's order (score, then ID) was claimed when a pick last looked; so a pick
 -- starts at the cursor's score and passes over the jobs of that score up to its ID. Jobs enqueued in
 -- one millisecond share a score: without the ID, every pick would look at all of them again. A job can
@@ -17,10 +17,7 @@
 local wanted, limit, ttl = tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local cursor = redis.call('GET', KEYS[2])
 local low, after = '-inf', nil
-if cursor then
-  low, after = string.match(cursor, '^([^\n]*)\n(.*)$')
-  if not low then low, after = cursor, nil end  -- a bare score: every job of that score is looked at
-end
+if cursor then low, after = cursor_parts(cursor) end
 local low_score = tonumber(low)
 local found, offset, page, last, last_id = {}, 0, 256, nil, nil
 while offset < limit do
@@ -41,9 +38,9 @@ while offset < limit do
 end
 if last then
   if cursor then
-    redis.call('SET', KEYS[2], last .. '\n' .. last_id, 'KEEPTTL')
+    redis.call('SET', KEYS[2], cursor_of(last, last_id), 'KEEPTTL')
   else
-    redis.call('SET', KEYS[2], last .. '\n' .. last_id, 'PX', ARGV[6])
+    redis.call('SET', KEYS[2], cursor_of(last, last_id), 'PX', ARGV[6])
   end
 end
 return found
