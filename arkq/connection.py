@@ -181,8 +181,8 @@ def is_idle_and_clean(connection: AbstractConnection) -> bool:
     find by reading, seen without a read: the event loop moves arriving bytes into the stream reader as
     they come. Anything else, a parser of another kind included, is "not known clean"."""
     stream = getattr(connection, "_reader", None)
-    parser: Any = getattr(getattr(connection, "_parser", None), "_reader", None)
-    if type(stream) is not asyncio.StreamReader or not hasattr(parser, "has_data"):
+    parser = hiredis_reader(connection)
+    if type(stream) is not asyncio.StreamReader or parser is None:
         return False
     return (
         connection.is_connected
@@ -191,6 +191,13 @@ def is_idle_and_clean(connection: AbstractConnection) -> bool:
         and stream.exception() is None
         and not parser.has_data()
     )
+
+
+def hiredis_reader(connection: AbstractConnection | None) -> Any | None:
+    """The connection's hiredis reader (`hiredis.Reader`: the replies read off the socket and not yet
+    taken), or None when its parser is another kind."""
+    reader = getattr(getattr(connection, "_parser", None), "_reader", None)
+    return reader if hasattr(reader, "gets") and hasattr(reader, "has_data") else None
 
 
 def connect(config: ArkConfig, url: str | None = None, *, retry_s: float | None = None) -> Redis:
@@ -270,10 +277,10 @@ class Heartbeat:
         at once. Replies of any other kind (subscription confirmations, PING answers) go through
         redis-py's own handling, so its subscription state stays right. Empty when the connection's
         parser is not hiredis's: every message then comes through `get_message`."""
-        parser = getattr(getattr(self.pubsub.connection, "_parser", None), "_reader", None)
-        take = getattr(parser, "gets", None)
-        if take is None:
+        parser = hiredis_reader(self.pubsub.connection)
+        if parser is None:
             return []
+        take = parser.gets
         messages: list[tuple[Any, Any]] = []
         while True:
             response = take()
