@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import socket
 
 from arkq.errors import ConfigError
+from arkq.heap import freeze_loaded
 from arkq.logs import LogFormat, use_format
 from config_module import loader
 
@@ -42,11 +42,8 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     gateway_logs(settings.log_format)  # after uvicorn.Config, which sets up uvicorn's logging
-    # As a worker does at start-up (`worker.settings.startup`): what is loaded by now lives as long as
-    # the process, so a full collection while events stream scans only what requests allocated. Here,
-    # not in the app's lifespan: an app mounted in someone else's process leaves their heap alone.
-    gc.collect()
-    gc.freeze()
+    # Here, not in the app's lifespan: an app mounted in someone else's process leaves their heap alone.
+    freeze_loaded()
     server.run(sockets=[sock])
     return 0
 
