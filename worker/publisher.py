@@ -1,9 +1,9 @@
 """Publishing jobs' events: appended to each job's replay log and published live, fenced by its lease.
 
-Every event of every job on a worker goes to Redis through one `EventWriter`, which keeps one script
-call in flight and sends, in the next call, whatever all jobs produced meanwhile. A stream that trickles
-(a GPU's pace) has each token sent the moment it arrives; many streams, or one that runs hot, share a
-round trip between many tokens instead of queueing one round trip behind another.
+Every event of every job on a worker goes to Redis through one `EventWriter`, which sends whatever
+all jobs produced in one pass of the event loop as one script call, at once, without waiting for the
+calls before it (they are pipelined, `arkq.pipelined`). A stream that trickles (a GPU's pace) has each
+token sent the moment it arrives; the tokens of many streams' decode step share one call.
 
 Each call runs `publish.lua`: for every job in it, the events are appended to the job's log and
 published only while the caller holds the job's lease (the fence, `arkq.lease`), and only if the log
@@ -15,13 +15,13 @@ the same call gives the job's lease up: a job ends in one round trip.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from arkq import lease, scripts
 from arkq.contract import (
@@ -35,15 +35,30 @@ from arkq.contract import (
 )
 from arkq.keys import event_channel, event_log_key, lease_key, result_key
 from arkq.lease import Lease
+from arkq.pipelined import PipelinedCalls
 
 OUTPUT_EVENT_TYPES = frozenset({"token", "reasoning", "tool_call"})
 
+#: A job's part of one call: its publisher, its events, and its result with the result's TTL (ms; 0:
+#: these events do not end the job).
+_Part = tuple["EventPublisher", list[bytes], str, int]
+
 
 class EventWriter:
-    """Writes the events of all jobs that share a Redis client, one script call at a time.
+    """Writes the events of all jobs that share a Redis client, each call the moment it is due.
 
-    Its task runs while there is something to write and ends when there is not.
+    Events put while the event loop runs its ready callbacks (the chunks of one decode step, read off
+    many streams at once) go out together at the end of that pass, or as soon as `SEND_EVERY` jobs
+    have some, so that Redis and the subscribers work on the first of a step's tokens while the worker
+    still reads the rest: a token never waits for a timer, nor for an earlier call's reply. Calls go
+    out pipelined on a connection of the writer's own (`PipelinedCalls`); a job has at most one call
+    out at a time, and its next events wait for that call's reply, which tells where its log now ends.
     """
+
+    #: Jobs with events waiting at which a call goes out at once, before the event loop's pass ends.
+    #: Fewer: more calls, each costing Redis and the worker a little; more: the first tokens of a
+    #: decode step wait longer for the worker to read the rest.
+    SEND_EVERY = 32
 
     #: Events per script call, so that one call never holds Redis for long.
     CALL_LIMIT = 1024
@@ -53,11 +68,10 @@ class EventWriter:
     _writers: ClassVar[weakref.WeakKeyDictionary[Redis, EventWriter]] = weakref.WeakKeyDictionary()
 
     def __init__(self, redis: Redis):
-        # Weak: the registry of writers must not keep its clients alive.
-        self._redis = weakref.ref(redis)
-        #: Publishers with events to write, in the order they asked (a dict as an ordered set).
+        self._calls = PipelinedCalls(redis, scripts.PUBLISH)
+        #: Publishers with events to write and no call out, in the order they asked (an ordered set).
         self._waiting: dict[EventPublisher, None] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._due = False
 
     @classmethod
     def of(cls, redis: Redis) -> EventWriter:
@@ -69,27 +83,26 @@ class EventWriter:
 
     def wake(self, publisher: EventPublisher) -> None:
         self._waiting[publisher] = None
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
+        if len(self._waiting) >= self.SEND_EVERY:
+            self._send()
+        elif not self._due:
+            self._due = True
+            asyncio.get_running_loop().call_soon(self._send_due)
 
-    async def _run(self) -> None:
-        batch: list[tuple[EventPublisher, list[bytes], str, int]] = []
-        try:
-            while self._waiting:
-                batch = self._next_batch()
-                await self._write(batch)
-                batch = []
-        except BaseException as error:
-            # Stopped mid-way (cancelled with its event loop, or a bug): no publisher may wait forever.
-            failure = (
-                error if isinstance(error, Exception) else RedisError(f"event writer stopped: {error!r}")
-            )
-            for publisher in [*(entry[0] for entry in batch), *self._waiting]:
-                publisher.failed(failure)
-            self._waiting.clear()
-            raise
+    def _send_due(self) -> None:
+        self._due = False
+        self._send()
 
-    def _next_batch(self) -> list[tuple[EventPublisher, list[bytes], str, int]]:
+    def _send(self) -> None:
+        while self._waiting:
+            batch = self._next_batch()
+            try:
+                keys, args = self._encode(batch)
+                self._calls.call(keys, args, functools.partial(self._answered, batch))
+            except Exception as error:  # a bug: its publishers hear of it, the others go on
+                self._answered(batch, error)
+
+    def _next_batch(self) -> list[_Part]:
         batch = []
         room = self.CALL_LIMIT
         for publisher in list(self._waiting):
@@ -101,7 +114,8 @@ class EventWriter:
             room -= len(events)
         return batch
 
-    async def _write(self, batch: list[tuple[EventPublisher, list[bytes], str, int]]) -> None:
+    @staticmethod
+    def _encode(batch: list[_Part]) -> tuple[list[bytes], list[bytes]]:
         keys: list[bytes] = []
         args: list[bytes] = []
         for publisher, events, result, keep_ms in batch:
@@ -113,11 +127,12 @@ class EventWriter:
             if keep_ms:
                 args.append(result.encode())
             args += events
-        try:
-            replies = await self._call(keys, args)
-        except Exception as error:  # Redis stayed away: every job in the call must hear of it
+        return keys, args
+
+    def _answered(self, batch: list[_Part], replies: Any) -> None:
+        if isinstance(replies, Exception):  # Redis stayed away, or refused the call
             for publisher, *_ in batch:
-                publisher.failed(error)
+                publisher.failed(replies)
             return
         for (publisher, events, _, keep_ms), length in zip(batch, replies, strict=True):
             if length < 0:
@@ -125,14 +140,7 @@ class EventWriter:
             else:
                 publisher.wrote(len(events), ended=keep_ms > 0)
                 if publisher.has_backlog:
-                    self._waiting[publisher] = None
-
-    async def _call(self, keys: list[bytes], args: list[bytes]) -> list[int]:
-        redis = self._redis()
-        if redis is None:
-            raise RedisError("the Redis client of this event writer is closed and gone")
-        replies: list[int] = await scripts.PUBLISH(redis, keys=keys, args=args)
-        return replies
+                    self.wake(publisher)
 
 
 class EventPublisher:

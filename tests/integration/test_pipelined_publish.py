@@ -1,0 +1,90 @@
+"""Pipelined publish calls against a real Redis: a lost connection loses no event and doubles none."""
+
+import asyncio
+from typing import Any
+
+import redis.asyncio
+
+from arkq.connection import connect, hiredis_reader
+from arkq.contract import TokenEvent, parse_event
+from arkq.keys import event_log_key, lease_key
+from arkq.lease import Lease
+from config_module.settings import ArkConfig
+from worker.publisher import EventPublisher, EventWriter
+
+
+async def test_calls_out_when_their_connection_is_killed_are_sent_again_and_written_once(
+    redis_url: str,
+) -> None:
+    client = connect(ArkConfig.model_validate({"redis": {"url": redis_url}}))
+    admin = redis.asyncio.Redis.from_url(redis_url)
+    jobs = [f"job-{n}" for n in range(20)]
+    for job in jobs:
+        await admin.set(lease_key(job), "attempt-1")
+    publishers = [
+        EventPublisher.open(client, Lease(job, "attempt-1"), channel_prefix="ark:tokens:", log_ttl_s=60)
+        for job in jobs
+    ]
+    calls = EventWriter.of(client)._calls
+    writes = 0
+    write = calls._write
+
+    def counted(call: Any) -> None:
+        nonlocal writes
+        writes += 1
+        write(call)
+
+    calls._write = counted  # type: ignore[method-assign]  # this test's own writer
+    made = 0
+    make = calls.call
+
+    def made_counted(*args: Any) -> None:
+        nonlocal made
+        made += 1
+        make(*args)
+
+    calls.call = made_counted  # type: ignore[method-assign]
+    try:
+        for step in range(200):
+            for pub in publishers:
+                await pub.emit_text("token", f"{pub.job_id}:{step} ")
+            await asyncio.sleep(0)  # the writer's pass: calls go out
+            if step % 10 == 5 and calls._writable and calls._sent:
+                # The writer's connection goes, with the replies of the calls that are out.
+                await admin.client_kill_filter(_type="normal", skipme=True)
+        for pub in publishers:
+            await asyncio.wait_for(pub.flush(), 30)
+        assert writes > made, "calls that were out when their connection went were sent again"
+        for job in jobs:
+            logged = [parse_event(raw) for raw in await admin.lrange(event_log_key(job), 0, -1)]
+            assert all(isinstance(event, TokenEvent) for event in logged)
+            assert [(event.seq, event.text) for event in logged] == [  # type: ignore[union-attr]
+                (step, f"{job}:{step} ") for step in range(200)
+            ]
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+async def test_the_redis_py_internals_it_writes_and_reads_through(redis_url: str) -> None:
+    """What `PipelinedCalls` relies on beyond redis-py's public methods: a connected connection's
+    stream writer, which takes bytes without a wait, and hiredis's reader of replies already read,
+    which answers neither a list nor an exception when it holds no whole reply."""
+    client = connect(ArkConfig.model_validate({"redis": {"url": redis_url}}))
+    try:
+        connection = await client.connection_pool.get_connection()
+        assert isinstance(connection._writer, asyncio.StreamWriter)
+        two = [connection.pack_command("EVAL", f"return {{{n}}}", 0) for n in (1, 2)]
+        connection._writer.writelines([*two[0], *two[1]])
+        assert await connection.read_response(disable_decoding=True) == [1]
+        parser = hiredis_reader(connection)
+        assert parser is not None
+        second = parser.gets(False)
+        if not isinstance(second, list):  # not in the same read: it comes through the connection
+            assert not isinstance(second, Exception)
+            second = await connection.read_response(disable_decoding=True)
+        assert second == [2]
+        assert not isinstance(parser.gets(False), list | Exception)
+        await client.connection_pool.release(connection)
+    finally:
+        await client.aclose()
