@@ -58,7 +58,7 @@ class EventWriter:
     #: Jobs with events waiting at which a call goes out at once, before the event loop's pass ends.
     #: Fewer: more calls, each costing Redis and the worker a little; more: the first tokens of a
     #: decode step wait longer for the worker to read the rest.
-    SEND_EVERY = 32
+    SEND_EVERY = 16
 
     #: Events per script call, so that one call never holds Redis for long.
     CALL_LIMIT = 1024

@@ -3,6 +3,7 @@
 import asyncio
 from typing import Any
 
+import hiredis
 import redis.asyncio
 
 from arkq.connection import connect, hiredis_reader
@@ -68,14 +69,14 @@ async def test_calls_out_when_their_connection_is_killed_are_sent_again_and_writ
 
 async def test_the_redis_py_internals_it_writes_and_reads_through(redis_url: str) -> None:
     """What `PipelinedCalls` relies on beyond redis-py's public methods: a connected connection's
-    stream writer, which takes bytes without a wait, and hiredis's reader of replies already read,
+    stream writer, which takes bytes (packed by hiredis) without a wait, and hiredis's reader of
+    replies already read,
     which answers neither a list nor an exception when it holds no whole reply."""
     client = connect(ArkConfig.model_validate({"redis": {"url": redis_url}}))
     try:
         connection = await client.connection_pool.get_connection()
         assert isinstance(connection._writer, asyncio.StreamWriter)
-        two = [connection.pack_command("EVAL", f"return {{{n}}}", 0) for n in (1, 2)]
-        connection._writer.writelines([*two[0], *two[1]])
+        connection._writer.writelines([hiredis.pack_command(("EVAL", f"return {{{n}}}", 0)) for n in (1, 2)])
         assert await connection.read_response(disable_decoding=True) == [1]
         parser = hiredis_reader(connection)
         assert parser is not None
