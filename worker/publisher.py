@@ -1,9 +1,9 @@
 """Publishing jobs' events: appended to each job's replay log and published live, fenced by its lease.
 
 Every event of every job on a worker goes to Redis through one `EventWriter`, which sends whatever
-all jobs produced in one pass of the event loop as one script call, at once, without waiting for the
-calls before it (they are pipelined, `arkq.pipelined`). A stream that trickles (a GPU's pace) has each
-token sent the moment it arrives; the tokens of many streams' decode step share one call.
+all jobs produced in one pass of the event loop (or every 16 jobs' worth) as one script call, at once,
+without waiting for other calls (they are pipelined, `arkq.pipelined`). A stream that trickles (a GPU's
+pace) has each token sent the moment it arrives; the tokens of many streams' decode step share calls.
 
 Each call runs `publish.lua`: for every job in it, the events are appended to the job's log and
 published only while the caller holds the job's lease (the fence, `arkq.lease`), and only if the log
@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from arkq import lease, scripts
 from arkq.contract import (
@@ -50,9 +51,9 @@ class EventWriter:
     Events put while the event loop runs its ready callbacks (the chunks of one decode step, read off
     many streams at once) go out together at the end of that pass, or as soon as `SEND_EVERY` jobs
     have some, so that Redis and the subscribers work on the first of a step's tokens while the worker
-    still reads the rest: a token never waits for a timer, nor for an earlier call's reply. Calls go
-    out pipelined on a connection of the writer's own (`PipelinedCalls`); a job has at most one call
-    out at a time, and its next events wait for that call's reply, which tells where its log now ends.
+    still reads the rest: a token never waits for a timer, nor for other jobs' calls. Calls go out
+    pipelined on a connection of the writer's own (`PipelinedCalls`); a job has at most one call out
+    at a time, and its next events wait for that call's reply, which tells where its log now ends.
     """
 
     #: Jobs with events waiting at which a call goes out at once, before the event loop's pass ends.
@@ -99,7 +100,7 @@ class EventWriter:
             try:
                 keys, args = self._encode(batch)
                 self._calls.call(keys, args, functools.partial(self._answered, batch))
-            except Exception as error:  # a bug: its publishers hear of it, the others go on
+            except Exception as error:  # an event that cannot be sent (a bug): its jobs hear of it
                 self._answered(batch, error)
 
     def _next_batch(self) -> list[_Part]:
@@ -130,17 +131,22 @@ class EventWriter:
         return keys, args
 
     def _answered(self, batch: list[_Part], replies: Any) -> None:
-        if isinstance(replies, Exception):  # Redis stayed away, or refused the call
+        if not isinstance(replies, list) or len(replies) != len(batch):
+            # Redis stayed away, or refused the call (or answered what publish.lua never does).
+            error = replies if isinstance(replies, Exception) else RedisError(f"publish answered {replies!r}")
             for publisher, *_ in batch:
-                publisher.failed(replies)
+                publisher.failed(error)
             return
         for (publisher, events, _, keep_ms), length in zip(batch, replies, strict=True):
-            if length < 0:
-                publisher.failed(lease.refused(publisher.job_id, length))
-            else:
-                publisher.wrote(len(events), ended=keep_ms > 0)
-                if publisher.has_backlog:
-                    self.wake(publisher)
+            try:
+                if length < 0:
+                    publisher.failed(lease.refused(publisher.job_id, length))
+                else:
+                    publisher.wrote(len(events), ended=keep_ms > 0)
+                    if publisher.has_backlog:
+                        self.wake(publisher)
+            except Exception as error:  # a bug in one job's bookkeeping: that job fails, alone
+                publisher.failed(error)
 
 
 class EventPublisher:

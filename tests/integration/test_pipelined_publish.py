@@ -4,7 +4,10 @@ import asyncio
 from typing import Any
 
 import hiredis
+import pytest
 import redis.asyncio
+import uvloop
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 
 from arkq.connection import connect, hiredis_reader
 from arkq.contract import TokenEvent, parse_event
@@ -71,7 +74,7 @@ async def test_the_redis_py_internals_it_writes_and_reads_through(redis_url: str
     """What `PipelinedCalls` relies on beyond redis-py's public methods: a connected connection's
     stream writer, which takes bytes (packed by hiredis) without a wait, and hiredis's reader of
     replies already read,
-    which answers neither a list nor an exception when it holds no whole reply."""
+    which answers redis-py's NOT_ENOUGH_DATA when it holds no whole reply."""
     client = connect(ArkConfig.model_validate({"redis": {"url": redis_url}}))
     try:
         connection = await client.connection_pool.get_connection()
@@ -81,11 +84,39 @@ async def test_the_redis_py_internals_it_writes_and_reads_through(redis_url: str
         parser = hiredis_reader(connection)
         assert parser is not None
         second = parser.gets(False)
-        if not isinstance(second, list):  # not in the same read: it comes through the connection
-            assert not isinstance(second, Exception)
+        if second is NOT_ENOUGH_DATA:  # not in the same read: it comes through the connection
             second = await connection.read_response(disable_decoding=True)
         assert second == [2]
-        assert not isinstance(parser.gets(False), list | Exception)
+        assert parser.gets(False) is NOT_ENOUGH_DATA
         await client.connection_pool.release(connection)
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_closed_while_idle_is_replaced_at_the_next_call(redis_url: str, loop: str) -> None:
+    """A reset (TCP keepalive giving up on a dead peer, a proxy's RST) closes the writer's socket while
+    no call is out and nobody reads. The next call finds it closed (uvloop refuses the write, asyncio
+    drops it), connects again and is written: no job fails for it. On the worker's loop, uvloop, too."""
+
+    async def main() -> list[int]:
+        client = connect(ArkConfig.model_validate({"redis": {"url": redis_url}}))
+        try:
+            lengths = []
+            for job in ("before", "after", "later"):
+                await client.set(lease_key(job), "attempt-1")
+                pub = EventPublisher.open(
+                    client, Lease(job, "attempt-1"), channel_prefix="ark:t:", log_ttl_s=60
+                )
+                await asyncio.wait_for(pub.publish(TokenEvent, text="a"), 10)
+                lengths.append(await client.llen(event_log_key(job)))
+                connection = EventWriter.of(client)._calls._connection
+                assert connection is not None and connection._writer is not None
+                connection._writer.transport.abort()  # as the event loop does on a reset
+                await asyncio.sleep(0.05)
+            return lengths
+        finally:
+            await client.aclose()
+
+    lengths = uvloop.run(main()) if loop == "uvloop" else asyncio.run(main())
+    assert lengths == [1, 1, 1]

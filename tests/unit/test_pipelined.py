@@ -3,12 +3,15 @@
 import asyncio
 from typing import Any
 
+import pytest
 from arq.connections import ArqRedis
 from redis.exceptions import ResponseError
 
 from arkq import scripts
 from arkq.keys import event_log_key, lease_key, result_key
+from arkq.lease import Lease
 from arkq.pipelined import PipelinedCalls
+from worker.publisher import EventPublisher
 
 
 def publish_call(job_id: str, first: int, events: list[bytes], token: bytes = b"t") -> tuple[list, list]:
@@ -95,3 +98,44 @@ async def test_a_stopped_reader_fails_what_was_out_and_the_next_call_goes_on_a_f
     calls.call(*publish_call("j", 2, [b"c"]), later.to("later"))
     await asyncio.wait_for(later.all_in.wait(), 2)
     assert later.got == [("later", [3])], "its own reply, not the stopped call's ([2])"
+
+
+async def test_a_callback_that_raises_is_logged_and_the_other_calls_are_still_answered(
+    fake_redis: ArqRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    for job in ("a", "b"):
+        await fake_redis.set(lease_key(job), "t")
+    calls = PipelinedCalls(fake_redis, scripts.PUBLISH)
+    replies = Replies()
+
+    def broken(reply: Any) -> None:
+        raise ValueError("a bug in handling a reply")
+
+    calls.call(*publish_call("a", 0, [b"x"]), broken)
+    calls.call(*publish_call("b", 0, [b"y"]), replies.to("b"))
+    await asyncio.wait_for(replies.all_in.wait(), 2)
+    assert replies.got == [("b", [1])]
+    assert "handling a Redis reply failed" in caplog.text and "a bug in handling a reply" in caplog.text
+
+
+async def test_a_job_whose_bookkeeping_fails_fails_alone(
+    fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publishers = []
+    for job in ("broken", "fine"):
+        await fake_redis.set(lease_key(job), "t")
+        publishers.append(
+            EventPublisher.open(fake_redis, Lease(job, "t"), channel_prefix="ark:", log_ttl_s=60)
+        )
+    broken, fine = publishers
+
+    def wrote(count: int, *, ended: bool = False) -> None:
+        raise ValueError("a bug in one job's bookkeeping")
+
+    monkeypatch.setattr(broken, "wrote", wrote)
+    for pub in publishers:  # in one pass: one call for both
+        pub.put_text("token", "x")
+    with pytest.raises(ValueError, match="bookkeeping"):
+        await asyncio.wait_for(broken.flush(), 2)
+    await asyncio.wait_for(fine.flush(), 2)
+    assert await fake_redis.llen(event_log_key("fine")) == 1
