@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import re
+import signal
 import sys
 import time
 
@@ -43,10 +44,18 @@ async def run(args: argparse.Namespace) -> int:
         if args.watch is None:
             show(await producer.status(), as_json=args.json, redraw=False)
             return exit_codes.OK
+        watching = asyncio.ensure_future(watch(producer, args.watch, as_json=args.json))
+        # Ctrl-C is how a watch ends, whenever it comes. A handler of its own, as the job commands
+        # have: Python's default one is not there when SIGINT came in ignored (a command started in
+        # the background by a script), and the signal would not end the watch.
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, watching.cancel)
         try:
-            await watch(producer, args.watch, as_json=args.json)
-        except asyncio.CancelledError:  # Ctrl-C: how a watch ends, whenever it comes
+            await watching
+        except asyncio.CancelledError:
             return exit_codes.OK
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
     return exit_codes.OK
 
 

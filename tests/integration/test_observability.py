@@ -115,12 +115,16 @@ def _workers(redis_url: str) -> set[tuple[int, bool]]:
     return {(w["pid"], now - w["seen_at"] <= 3 * w["interval_s"] + 1) for w in found["workers"]}
 
 
-def test_status_watch_refreshes_until_ctrl_c(redis_url: str) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_status_watch_refreshes_until_ctrl_c(redis_url: str, sigint: str) -> None:
+    """Also when it starts with SIGINT ignored, as a command a script starts in the background does."""
+    disposition = signal.SIG_IGN if sigint == "ignored" else signal.SIG_DFL
     watching = subprocess.Popen(
         [str(BIN / "arkq"), "status", "--watch", "0.2", "--json", "--redis-url", redis_url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, disposition),
     )
     assert watching.stdout is not None
     readings = [json.loads(watching.stdout.readline()) for _ in range(3)]
