@@ -7,7 +7,9 @@ conversation, so no GPU is needed and results are reproducible.
 Endpoints
 ---------
 ``GET /health``, ``GET /health_generate`` (200, empty body), ``GET /v1/models``,
-``GET /v1/models/{model}``, ``GET /get_model_info``, ``POST /v1/chat/completions``
+``GET /v1/models/{model}``, ``GET /get_model_info`` (and ``/model_info``), ``GET /get_server_info``
+(and ``/server_info``: ``served_model_name`` and the context length, what the SGLang router reads when it
+registers a worker), ``POST /v1/chat/completions``
 (streamed or not), ``POST /abort_request`` (``{"rid": ...}`` or ``{"abort_all": true}``;
 unknown rids are a no-op 200), ``GET /metrics`` (SGLang's request metrics under SGLang's
 names, as with ``--enable-metrics``, see :mod:`fake_llm.metrics`) and, emulator-only,

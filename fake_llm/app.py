@@ -114,6 +114,9 @@ def create_app(
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model:.+}", _model)
     app.router.add_get("/get_model_info", _model_info)
+    app.router.add_get("/model_info", _model_info)
+    app.router.add_get("/get_server_info", _server_info)
+    app.router.add_get("/server_info", _server_info)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/abort_request", _abort_request)
     app.router.add_get("/stats", _stats)
@@ -233,6 +236,26 @@ async def _model_info(request: web.Request) -> web.Response:
             "is_generation": True,
             "preferred_sampling_params": None,
             "weight_version": "default",
+        }
+    )
+
+
+async def _server_info(request: web.Request) -> web.Response:
+    """SGLang's ``/get_server_info`` (``/server_info`` in newer versions): its server arguments, with the
+    scheduler's figures, its internal states and its version (``entrypoints/http_server.py``). Only the
+    arguments that describe what this emulator serves; no ``model_path`` or ``tokenizer_path``: the
+    SGLang router reads the model's name from ``served_model_name`` (``model_path`` otherwise) when a
+    worker registers, and given a path it fetches that model's tokenizer from the Hugging Face hub,
+    which an emulator has no model on."""
+    state = request.app[STATE]
+    return _json(
+        {
+            "served_model_name": state.model,
+            "context_length": state.context_length,
+            "enable_metrics": True,
+            "is_embedding": False,
+            "internal_states": [],
+            "version": "arkq fake-llm",  # what answers, not an SGLang release
         }
     )
 

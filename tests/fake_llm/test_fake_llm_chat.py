@@ -246,8 +246,15 @@ async def test_models_health_and_model_info(srv: FakeLLMServer) -> None:
             assert health.status == 200
         async with http.get(f"{srv.url}/health_generate") as health:
             assert health.status == 200
-        async with http.get(f"{srv.url}/get_model_info") as info:
-            assert (await info.json())["model_path"] == "tgi"
+        for path in ("/get_model_info", "/model_info"):  # the newer name, which the SGLang router asks first
+            async with http.get(f"{srv.url}{path}") as info:
+                assert (await info.json())["model_path"] == "tgi"
+        for path in ("/get_server_info", "/server_info"):
+            async with http.get(f"{srv.url}{path}") as info:
+                server = await info.json()
+                assert server["served_model_name"] == "tgi" and server["context_length"] == 32768
+                # A path would make the SGLang router fetch the model's tokenizer from the hub.
+                assert "model_path" not in server and "tokenizer_path" not in server
         async with http.get(f"{srv.base_url}/models/nope") as missing:
             assert missing.status == 404
     async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="-", max_retries=0) as client:
