@@ -15,6 +15,7 @@ from bench.processes import (
     start_fake_llm,
     start_gateway,
     start_redis,
+    wait_serving,
     wait_until,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "start_fake_llm",
     "start_gateway",
     "start_redis",
+    "wait_serving",
     "wait_until",
     "worker_pid",
 ]

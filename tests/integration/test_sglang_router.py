@@ -11,7 +11,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from bench.processes import (
+from producer import Producer
+from tests.servers import (
     Process,
     WorkerFleet,
     ark_env,
@@ -21,7 +22,6 @@ from bench.processes import (
     wait_serving,
     wait_until,
 )
-from producer import Producer
 
 
 def _get_json(url: str) -> object:
