@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,9 +37,10 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError, TimeoutError
 
-from arkq.backoff import RedisClientBackoff
+from arkq.backoff import Outage
 from arkq.connection import RetryFor, hiredis_reader
 from arkq.scripts import Script
+from config_module.settings import RedisConfig
 
 logger = logging.getLogger("arkq.worker")
 
@@ -48,7 +48,7 @@ logger = logging.getLogger("arkq.worker")
 Done = Callable[[Any], None]
 
 #: How long calls are sent again after a lost connection, for a client without arkq's `RetryFor`.
-DEFAULT_RETRY_S = 30.0
+DEFAULT_RETRY_S: float = RedisConfig.model_fields["retry_s"].default
 
 #: What a lost connection raises (a LOADING reply is a ConnectionError too: the call did not run).
 _LOST = (ConnectionError, TimeoutError, OSError)
@@ -80,7 +80,6 @@ class PipelinedCalls:
         self._pool = redis.connection_pool
         retry = self._pool.connection_kwargs.get("retry")
         self._retry_s = retry.budget_s if isinstance(retry, RetryFor) else DEFAULT_RETRY_S
-        self._backoff = RedisClientBackoff()
         self._script = script
         self._connection: AbstractConnection | None = None
         #: Connected, and every call in `_sent` was written on this connection: write new ones at once.
@@ -134,15 +133,14 @@ class PipelinedCalls:
 
     async def _run(self) -> None:
         """Reads the replies while calls are out; connects, and reconnects after a loss."""
-        failing_since: float | None = None
-        failures = 0
+        outage = Outage(self._retry_s)
         while self._sent:
             if not self._writable:
                 try:
                     await self._connect()
                 except _LOST as error:  # tried for the client's budget already, by its own retry
                     self._fail_all(error)
-                    failing_since, failures = None, 0
+                    outage.over()
                     continue
             connection = self._connection
             assert connection is not None
@@ -158,16 +156,13 @@ class PipelinedCalls:
             except _LOST as error:
                 self._lost()
                 await connection.disconnect(nowait=True)
-                now = time.monotonic()
-                failing_since = failing_since or now
-                failures += 1
-                if now - failing_since >= self._retry_s:
+                try:
+                    await outage.wait(error)  # raises `error` once the budget is spent
+                except _LOST:
                     self._fail_all(error)
-                    failing_since, failures = None, 0
-                else:
-                    await asyncio.sleep(self._backoff.compute(failures))
+                    outage.over()
                 continue
-            failing_since, failures = None, 0
+            outage.over()
 
     @staticmethod
     async def _reply(connection: AbstractConnection) -> Any:
